@@ -1,0 +1,3 @@
+"""Generalized Gumbel-Softmax gradient estimators for discrete count latents, on PyTorch Lightning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Temperature annealing for relaxed estimators, in closed form of the global step."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from gengs_lightning.estimators import check_temperature
+
+ScheduleKind = Literal["constant", "exponential", "linear", "cosine"]
+KINDS: tuple[str, ...] = ("constant", "exponential", "linear", "cosine")
+
+
+class TemperatureSchedule(Callback):
+    """Set the estimator's temperature ``tau`` from ``trainer.global_step`` before every training batch.
+
+    With ``s`` the global step rounded down to a multiple of ``interval`` and ``f = min(s / total_steps, 1)``:
+
+    * ``constant``: ``tau0``;
+    * ``exponential``: ``max(tau_min, tau0 * exp(-rate * s))`` (Jang et al. 2017; the GenGS papers
+      anneal the temperature from a large to a small value, NeurIPS Section 3.2);
+    * ``linear``: ``tau0 + (tau_min - tau0) f``;
+    * ``cosine``: ``tau_min + (tau0 - tau_min) (1 + cos(pi f)) / 2``.
+
+    Because ``tau`` is a function of the step, not an update of the previous value, a run resumed from
+    a checkpoint continues exactly where it stopped. The value is written into the estimator's ``tau``
+    buffer; the model logs it as ``train/tau``.
+
+    Args:
+        kind: Schedule shape.
+        tau0: Starting temperature; ``None`` takes the estimator's temperature when training starts
+            (kept in this callback's checkpoint state, so resuming does not restart from the annealed
+            value).
+        tau_min: Final (lowest) temperature of the decaying schedules.
+        rate: Decay rate per step of the exponential schedule.
+        total_steps: Steps over which linear and cosine schedules reach ``tau_min``; ``None`` uses the
+            trainer's estimated number of optimizer steps.
+        interval: Update every this many steps (the schedule is piecewise constant in between).
+
+    Raises:
+        ValueError: For an unknown kind or a non-positive temperature, rate, step count or interval.
+    """
+
+    def __init__(
+        self,
+        kind: ScheduleKind = "constant",
+        tau0: float | None = None,
+        tau_min: float = 0.1,
+        rate: float = 1e-4,
+        total_steps: int | None = None,
+        interval: int = 1,
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"unknown temperature schedule {kind!r}; accepted: {', '.join(KINDS)}")
+        if tau0 is not None:
+            check_temperature(tau0)
+        check_temperature(tau_min)
+        if not (isinstance(rate, (int, float)) and 0.0 <= rate < math.inf):
+            raise ValueError(f"rate must be a finite number >= 0, got {rate!r}")
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"total_steps must be an integer >= 1 or None, got {total_steps!r}")
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+        self.kind = kind
+        self.tau0 = tau0
+        self.tau_min = tau_min
+        self.rate = rate
+        self.total_steps = total_steps
+        self.interval = interval
+
+    def temperature(self, step: int) -> float:
+        """The temperature at global step ``step`` (needs ``tau0`` and, if used, ``total_steps`` set)."""
+        step = (step // self.interval) * self.interval
+        if self.kind == "constant":
+            return self.tau0
+        if self.kind == "exponential":
+            return max(self.tau_min, self.tau0 * math.exp(-self.rate * step))
+        fraction = min(step / self.total_steps, 1.0)
+        if self.kind == "linear":
+            return self.tau0 + (self.tau_min - self.tau0) * fraction
+        return self.tau_min + 0.5 * (self.tau0 - self.tau_min) * (1.0 + math.cos(math.pi * fraction))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
+        estimator = getattr(pl_module, "estimator", None)
+        if estimator is None or not hasattr(estimator, "set_temperature"):
+            raise ValueError("TemperatureSchedule needs a model with an `estimator` (a DiscreteLatentModule)")
+        if self.tau0 is None:
+            self.tau0 = float(estimator.tau)
+        if self.total_steps is None and self.kind in ("linear", "cosine"):
+            estimated = trainer.estimated_stepping_batches
+            if not math.isfinite(estimated):
+                raise ValueError(f"the {self.kind} schedule needs total_steps when training has no step limit")
+            self.total_steps = int(estimated)
+        estimator.set_temperature(self.temperature(trainer.global_step))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tau0": self.tau0, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the values that were resolved at the start of training; explicit arguments win."""
+        if self.tau0 is None:
+            self.tau0 = state_dict["tau0"]
+        if self.total_steps is None:
+            self.total_steps = state_dict["total_steps"]

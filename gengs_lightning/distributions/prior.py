@@ -1,0 +1,141 @@
+"""Named families and the ``Prior``: a fixed member of a family that configs can describe."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from gengs_lightning.distributions.binomial import TruncatedBinomial
+from gengs_lightning.distributions.categorical import TruncatedCategorical
+from gengs_lightning.distributions.geometric import TruncatedGeometric
+from gengs_lightning.distributions.multinomial import TruncatedMultinomial
+from gengs_lightning.distributions.negative_binomial import TruncatedNegativeBinomial
+from gengs_lightning.distributions.nonparametric import quantile_window
+from gengs_lightning.distributions.poisson import TruncatedPoisson
+from gengs_lightning.distributions.truncated import DiscreteFamily
+from gengs_lightning.distributions.window import Window
+
+#: Families by the name configs use.
+FAMILIES: dict[str, type[DiscreteFamily]] = {
+    cls.family_name: cls
+    for cls in (
+        TruncatedPoisson,
+        TruncatedGeometric,
+        TruncatedNegativeBinomial,
+        TruncatedBinomial,
+        TruncatedCategorical,
+        TruncatedMultinomial,
+    )
+}
+
+#: Tail mass a default window leaves outside the prior.
+DEFAULT_WINDOW_EPS = 1e-6
+#: Largest default window.
+DEFAULT_MAX_WINDOW = 4096
+
+
+def family_class(name: str) -> type[DiscreteFamily]:
+    """The family registered under ``name``.
+
+    Raises:
+        ValueError: For an unknown name, listing the accepted ones.
+    """
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown family {name!r}; accepted: {', '.join(sorted(FAMILIES))}") from None
+
+
+def _accepted_params(family: type[DiscreteFamily]) -> list[str]:
+    skip = {"self", "window", "validate_args"}
+    return [name for name in inspect.signature(family.__init__).parameters if name not in skip]
+
+
+class Prior(nn.Module):
+    """A fixed member of a family: the prior of a latent variable (or the toy task's target).
+
+    Holds the family, its structural parameters (e.g. a binomial's ``total_count``) and its free
+    parameters as buffers, so it moves with the model and is saved in checkpoints. It tells the
+    estimators how to build posteriors of the same family (:meth:`posterior`), truncates itself on a
+    window for the KL (:meth:`truncated`) and picks a default window (:meth:`resolve_window`).
+
+    Example:
+        ``Prior("poisson", {"rate": 2.0})``, ``Prior("negative_binomial", {"total_count": 3, "probs": 0.5})``;
+        in YAML ``prior: {family: poisson, params: {rate: 2.0}}``. A list gives one value per latent
+        dimension.
+
+    Args:
+        family: Family name, one of :data:`FAMILIES`.
+        params: The family's parameters by name (the ``torch.distributions`` names and conventions).
+
+    Raises:
+        ValueError: For an unknown family, unknown or missing parameters, or invalid values.
+    """
+
+    def __init__(self, family: str, params: dict[str, float | list[float]]):
+        super().__init__()
+        self.family = family_class(family)
+        accepted = _accepted_params(self.family)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"family {family!r} has no parameter(s) {unknown}; accepted: {accepted}")
+        self.structural = {k: v for k, v in params.items() if k in self.family.structural_params}
+        for name, value in params.items():
+            if name not in self.structural:
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.get_default_dtype()))
+        self._free_names = [name for name in params if name not in self.structural]
+        try:
+            self.truncated(self.family.support_window(**self.structural) or Window(0, 0), validate=True)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"invalid {family} prior {dict(params)}: {error}") from None
+
+    @property
+    def params(self) -> dict[str, Tensor | float]:
+        """All parameters by name: structural ones as given, free ones as buffers."""
+        return {**self.structural, **{name: getattr(self, name) for name in self._free_names}}
+
+    @property
+    def raw_size(self) -> int:
+        """Encoder outputs per latent dimension that explicit inference needs for this family."""
+        return self.family.raw_size(**self.params)
+
+    def resolve_window(self, spec: Window | int | tuple[int, int] | None) -> Window | None:
+        """The window an estimator uses for this prior.
+
+        ``None`` picks the whole support of a finite family, and otherwise the smallest window holding
+        ``1 - 1e-6`` of the prior's mass (:func:`quantile_window`).
+
+        Raises:
+            ValueError: If a window is given for a family without one (categorical, multinomial).
+        """
+        if not self.family.truncatable:
+            if spec is not None:
+                raise ValueError(
+                    f"the {self.family.family_name} family has a finite outcome table and takes no window, got {spec!r}"
+                )
+            return None
+        if spec is not None:
+            return Window.of(spec)
+        return self.family.support_window(**self.structural) or quantile_window(
+            self.family, self.params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW
+        )
+
+    def truncated(self, window: Window | None, validate: bool = False) -> DiscreteFamily:
+        """The prior as a table on ``window`` (``None`` for families without windows)."""
+        kwargs = {"window": window} if self.family.truncatable else {}
+        return self.family(**self.params, **kwargs, validate_args=validate)
+
+    def posterior(self, raw: Tensor, window: Window | None) -> DiscreteFamily:
+        """A member of the family built from encoder outputs ``raw`` of shape ``(*batch, raw_size)``."""
+        return self.family.from_raw(raw, window, **self.structural)
+
+    def untruncated(self) -> Distribution:
+        """The prior itself as a :mod:`torch.distributions` object (no truncation)."""
+        return self.family.untruncated(**self.params)
+
+    def extra_repr(self) -> str:
+        shown = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in self.params.items()}
+        return f"family={self.family.family_name!r}, params={shown}"

@@ -1,0 +1,324 @@
+"""Finite outcome tables and the folding of a count family onto a window.
+
+GenGS turns a discrete variable into a categorical choice over an outcome vector ``c`` with PMF
+vector ``pi`` (journal Section 3.1, NeurIPS Section 3.2). :class:`TruncatedDiscrete` is that table;
+:class:`TruncatedCount` builds it for a non-negative integer family by computing the PMF on a window
+``[a, b]`` and folding the mass outside into the edge categories, so that ``pi`` sums to one
+(NeurIPS Definition 1, journal Definition 3).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+from torch.distributions.utils import lazy_property
+
+from gengs_lightning.distributions.gumbel import sample_gumbel
+from gengs_lightning.distributions.nonparametric import as_grid_param, quantile_window
+from gengs_lightning.distributions.window import Window
+
+_LOG2 = math.log(2.0)
+
+#: Below this upper-tail mass the complement ``1 - P(X < b)`` loses float64 precision and the tail
+#: is summed directly instead (see :meth:`TruncatedCount._log_survival`).
+SERIES_THRESHOLD = 1e-9
+#: Number of tail terms summed explicitly before the geometric remainder.
+SERIES_TERMS = 16
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """Compute ``log(1 - exp(x))`` for ``x < 0`` accurately, with finite gradients on both branches."""
+    near = x > -_LOG2
+    x_near = torch.where(near, x, -_LOG2)
+    x_far = torch.where(near, -_LOG2, x)
+    return torch.where(near, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))
+
+
+class TruncatedDiscrete(Distribution):
+    """A discrete distribution over a finite outcome table: ``P(Z = c_k) = pi_k``.
+
+    This is the object that GenGS relaxes. The outcomes ``c`` are shared by the whole batch and are
+    scalars (shape ``(n,)``, count families) or vectors (shape ``(n, K)``, the categorical one-hot and
+    multinomial constructions of NeurIPS Appendix E). Used directly, it is the posterior of implicit
+    inference (NeurIPS Section 4.1, Algorithm 3): free logits over the outcomes of a window.
+
+    Args:
+        log_pmf: Log-probabilities ``log pi`` of shape ``(*batch, n)``; normalised here unless
+            ``normalized`` is true.
+        outcomes: Outcome table ``c`` of shape ``(n,)`` or ``(n, K)``.
+        window: The window the outcomes enumerate, for scalar count outcomes.
+        normalized: Whether ``log_pmf`` already sums to one in probability space.
+        validate_args: Whether to check arguments (see :class:`torch.distributions.Distribution`).
+    """
+
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
+    has_enumerate_support = True
+
+    def __init__(
+        self,
+        log_pmf: Tensor,
+        outcomes: Tensor,
+        window: Window | None = None,
+        *,
+        normalized: bool = False,
+        validate_args: bool | None = None,
+    ) -> None:
+        if log_pmf.dim() < 1 or outcomes.dim() not in (1, 2) or outcomes.shape[0] != log_pmf.shape[-1]:
+            raise ValueError(
+                f"log_pmf of shape {tuple(log_pmf.shape)} needs a trailing dimension n equal to the "
+                f"number of outcomes, and outcomes must be (n,) or (n, K); got {tuple(outcomes.shape)}"
+            )
+        if validate_args and torch.isnan(log_pmf).any():
+            raise ValueError(f"log_pmf must not contain NaN, got {log_pmf}")
+        if not normalized:
+            log_pmf = log_pmf - log_pmf.logsumexp(-1, keepdim=True)
+        self._set_table(log_pmf, outcomes, window, tail_mass=None)
+        super().__init__(log_pmf.shape[:-1], outcomes.shape[1:], validate_args=validate_args)
+
+    def _set_table(self, log_pmf: Tensor, outcomes: Tensor, window: Window | None, tail_mass: Tensor | None):
+        self.log_pmf = log_pmf
+        self.outcomes = outcomes
+        self.window = window
+        self._tail_mass = tail_mass
+
+    @property
+    def num_outcomes(self) -> int:
+        """Number of categories ``n`` of the table."""
+        return self.outcomes.shape[0]
+
+    @lazy_property
+    def pmf(self) -> Tensor:
+        """PMF vector ``pi`` of shape ``(*batch, n)``."""
+        return self.log_pmf.exp()
+
+    @property
+    def tail_mass(self) -> Tensor:
+        """Mass of the underlying family outside the window, shape ``batch_shape``.
+
+        Zero for tables that are not a truncation (implicit posteriors, categorical, multinomial).
+        """
+        if self._tail_mass is None:
+            return self.log_pmf.new_zeros(self.batch_shape)
+        return self._tail_mass
+
+    @property
+    def support(self) -> constraints.Constraint:
+        if self.window is not None:
+            return constraints.integer_interval(self.window.low, self.window.high)
+        return constraints.independent(constraints.nonnegative_integer, 1)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.pmf @ self.outcomes
+
+    @property
+    def variance(self) -> Tensor:
+        centred = self.outcomes - self.mean.unsqueeze(-1 - len(self.event_shape))
+        if self.outcomes.dim() == 1:
+            return (self.pmf * centred.square()).sum(-1)
+        return (self.pmf.unsqueeze(-1) * centred.square()).sum(-2)
+
+    @property
+    def mode(self) -> Tensor:
+        return self.outcomes[self.log_pmf.argmax(-1)]
+
+    def entropy(self) -> Tensor:
+        return -torch.special.xlogy(self.pmf, self.pmf).sum(-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        if self.outcomes.dim() == 1:
+            match = value.unsqueeze(-1) == self.outcomes
+        else:
+            match = (value.unsqueeze(-2) == self.outcomes).all(-1)
+        match, log_pmf = torch.broadcast_tensors(match, self.log_pmf)
+        return log_pmf.masked_fill(~match, -math.inf).logsumexp(-1)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        """Exact draw by the Gumbel-Max trick over the table (NeurIPS Theorem 3)."""
+        shape = torch.Size(sample_shape) + self.log_pmf.shape
+        with torch.no_grad():
+            noise = sample_gumbel(shape, self.log_pmf.dtype, self.log_pmf.device)
+            index = noise.add_(self.log_pmf).argmax(-1)
+            return self.outcomes[index]
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        n = self.num_outcomes
+        values = self.outcomes.reshape((n,) + (1,) * len(self.batch_shape) + self.event_shape)
+        if expand:
+            values = values.expand((n,) + self.batch_shape + self.event_shape)
+        return values
+
+    def widen(self, eps: float = 1e-12, max_size: int = 100_000) -> TruncatedDiscrete:
+        """The distribution this table approximates, enumerated on a window that holds ``1 - eps``.
+
+        A plain table approximates only itself and is returned as is; a truncated count family is
+        rebuilt on a window that also covers ``1 - eps`` of its mass (used for exact expectations).
+        """
+        return self
+
+    def expand(self, batch_shape: torch.Size | tuple[int, ...], _instance=None) -> TruncatedDiscrete:
+        """Expand the batch shape; the result is a plain table with the same PMF and tail mass."""
+        batch_shape = torch.Size(batch_shape)
+        new = TruncatedDiscrete.__new__(TruncatedDiscrete)
+        tail = None if self._tail_mass is None else self._tail_mass.expand(batch_shape)
+        new._set_table(self.log_pmf.expand(batch_shape + (self.num_outcomes,)), self.outcomes, self.window, tail)
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+
+class DiscreteFamily(TruncatedDiscrete):
+    """A named family of discrete distributions represented as an outcome table.
+
+    The class attributes and class methods are what :class:`~gengs_lightning.distributions.Prior`
+    and the estimators need to build a member of the family from a config or from an encoder.
+    """
+
+    #: Name of the family in configs (``Prior(family=...)``).
+    family_name: ClassVar[str]
+    #: Parameters fixed by the prior rather than inferred (e.g. a binomial's ``total_count``).
+    structural_params: ClassVar[tuple[str, ...]] = ()
+    #: Whether the outcomes are consecutive integers that a window can truncate.
+    truncatable: ClassVar[bool] = True
+
+    @classmethod
+    @abstractmethod
+    def params_from_raw(cls, raw: Tensor, **structural) -> dict[str, Tensor]:
+        """Map unconstrained encoder outputs of shape ``(*batch, raw_size)`` to the family's parameters."""
+
+    @classmethod
+    def from_raw(cls, raw: Tensor, window: Window | None, **structural) -> DiscreteFamily:
+        """Build a member from unconstrained encoder outputs of shape ``(*batch, raw_size)``."""
+        window_arg = {"window": window} if cls.truncatable else {}
+        return cls(**cls.params_from_raw(raw, **structural), **window_arg, validate_args=False)
+
+    @classmethod
+    @abstractmethod
+    def untruncated(cls, **params) -> Distribution:
+        """The family itself, without truncation, as a :mod:`torch.distributions` object."""
+
+    @abstractmethod
+    def to_raw(self) -> Tensor:
+        """Encoder outputs ``(*batch, raw_size)`` that :meth:`from_raw` maps back to this member."""
+
+    @classmethod
+    def raw_size(cls, **params) -> int:
+        """Number of encoder outputs per latent dimension for explicit inference."""
+        return 1
+
+    @classmethod
+    def support_window(cls, **structural) -> Window | None:
+        """The whole support as a window when it is finite, else ``None``."""
+        return None
+
+
+class TruncatedCount(DiscreteFamily):
+    """A non-negative integer family truncated to a window, mass outside folded into the edges.
+
+    For ``X ~ D(lambda)`` and a window ``[a, b]`` the truncated variable has (journal Definition 3)
+    ``pi_a = P(X <= a)``, ``pi_k = P(X = k)`` for ``a < k < b`` and ``pi_b = P(X >= b)``. Everything is
+    computed in float64 log space and returned in the parameters' dtype:
+
+    * the lower fold is the exact finite sum ``logsumexp(log p_0, ..., log p_a)``;
+    * the upper fold is ``log(1 - P(X < b))`` while that tail holds at least
+      :data:`SERIES_THRESHOLD` of the mass, and below that the direct sum of
+      :data:`SERIES_TERMS` tail terms plus a geometric bound on the rest, which keeps it finite and
+      accurate far beyond where the complement underflows (rates from 1e-6 to 1e4).
+
+    Subclasses give the log-PMF on an integer grid (:meth:`_log_pmf`), their parameters
+    (:attr:`params`) and the family metadata of :class:`DiscreteFamily`.
+
+    Args:
+        window: The truncation window or level (see :meth:`Window.of`).
+        batch_shape: Batch shape of the parameters.
+        validate_args: Whether to check the parameters against :attr:`arg_constraints`.
+    """
+
+    def __init__(self, window: Window | int | tuple[int, int], batch_shape: torch.Size, validate_args=None):
+        Distribution.__init__(self, batch_shape, torch.Size(), validate_args=validate_args)
+        window = Window.of(window)
+        self._check_window(window)
+        log_pmf, tail_mass = self._fold(window)
+        dtype = self._dtype
+        self._set_table(log_pmf.to(dtype), window.outcomes(dtype, log_pmf.device), window, tail_mass.to(dtype))
+
+    # -- what a family provides -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def params(self) -> dict[str, Tensor]:
+        """The family's parameters by name, as broadcast batch tensors (structural ones as given)."""
+
+    @staticmethod
+    @abstractmethod
+    def _log_pmf(k: Tensor, **params: Tensor) -> Tensor:
+        """Log-PMF at integer points ``k`` (shape ``(m,)``) for parameters shaped ``(*batch, 1)``."""
+
+    def widen(self, eps: float = 1e-12, max_size: int = 100_000) -> TruncatedCount:
+        structural = {name: value for name, value in self.params.items() if name in self.structural_params}
+        wide = self.support_window(**structural) or quantile_window(type(self), self.params, eps, max_size)
+        window = Window(0, max(wide.high, self.window.high))
+        return type(self)(**self.params, window=window, validate_args=False)
+
+    def _check_window(self, window: Window) -> None:
+        """Hook for families whose support does not cover every window."""
+
+    # -- folding ------------------------------------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        dtypes = [p.dtype for p in self.params.values() if torch.is_tensor(p) and p.is_floating_point()]
+        return dtypes[0] if dtypes else torch.get_default_dtype()
+
+    def _grid_log_pmf(self, low: int, high: int) -> Tensor:
+        """Float64 log-PMF on ``low, ..., high - 1`` with shape ``(*batch, high - low)``."""
+        device = next(p.device for p in self.params.values() if torch.is_tensor(p))
+        k = torch.arange(low, high, dtype=torch.float64, device=device)
+        params = {name: as_grid_param(p) for name, p in self.params.items()}
+        return self._log_pmf(k, **params).expand(self.batch_shape + (high - low,))
+
+    def _fold(self, window: Window) -> tuple[Tensor, Tensor]:
+        """Truncated log-PMF on ``window`` and, without gradient, the mass outside it."""
+        inside = self._grid_log_pmf(window.low, window.high + 1)
+        if window.low > 0:
+            log_below = self._grid_log_pmf(0, window.low).logsumexp(-1)
+        else:
+            log_below = torch.full_like(inside[..., 0], -math.inf)
+        if window.size == 1:
+            log_pmf = torch.zeros_like(inside)
+            with torch.no_grad():
+                tail = -torch.expm1(inside[..., 0])
+            return log_pmf, tail
+        log_before_high = torch.logaddexp(log_below, inside[..., :-1].logsumexp(-1))
+        log_low = torch.logaddexp(log_below, inside[..., 0])
+        log_high = self._log_survival(window.high, log_before_high)
+        log_pmf = torch.cat([log_low.unsqueeze(-1), inside[..., 1:-1], log_high.unsqueeze(-1)], dim=-1)
+        with torch.no_grad():
+            tail = log_below.exp() + (log_high.exp() - inside[..., -1].exp()).clamp_min(0.0)
+        return log_pmf, tail
+
+    def _log_survival(self, high: int, log_before_high: Tensor) -> Tensor:
+        """``log P(X >= high)`` given ``log P(X < high)``; subclasses may give a closed form."""
+        with torch.no_grad():
+            use_complement = log_before_high < math.log1p(-SERIES_THRESHOLD)
+        safe = torch.where(use_complement, log_before_high, -1.0)
+        return torch.where(use_complement, log1mexp(safe), self._tail_series(high))
+
+    def _tail_series(self, high: int) -> Tensor:
+        """``log sum_{k >= high} p_k`` from :data:`SERIES_TERMS` terms and a geometric remainder.
+
+        The remainder ``p_{high+J} / (1 - r)`` uses the ratio ``r`` of the last two terms, which bounds
+        it from above for log-concave families (Poisson, binomial, geometric, negative binomial with
+        ``total_count >= 1``); the ratio is capped below one so the branch is always finite.
+        """
+        terms = self._grid_log_pmf(high, high + SERIES_TERMS + 1)
+        head = terms[..., :-1].logsumexp(-1)
+        log_ratio = torch.nan_to_num(terms[..., -1] - terms[..., -2], nan=-math.inf)
+        log_ratio = log_ratio.clamp_max(math.log(0.999))
+        remainder = terms[..., -1] - log1mexp(log_ratio)
+        return torch.logaddexp(head, remainder)

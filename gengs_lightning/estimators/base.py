@@ -1,0 +1,148 @@
+"""The one interface every gradient estimator implements."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from gengs_lightning.distributions import Prior
+
+#: ``objective(z) -> loss``: latent samples of shape ``(S, B, D, *event)`` to per-sample, per-example
+#: losses of shape ``(S, B)`` (e.g. the negative log-likelihood ``-log p(x | z)`` of a VAE).
+Objective = Callable[[Tensor], Tensor]
+
+
+def check_temperature(tau: float) -> float:
+    """Return ``tau`` if it is a finite positive number.
+
+    Raises:
+        ValueError: Otherwise, naming the value.
+    """
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau < math.inf):
+        raise ValueError(f"temperature tau must be a finite number > 0, got {tau!r}")
+    return float(tau)
+
+
+def check_num_samples(num_samples: int) -> int:
+    """Return ``num_samples`` if it is an integer >= 1.
+
+    Raises:
+        ValueError: Otherwise, naming the value.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    return num_samples
+
+
+@dataclass
+class EstimatorOutput:
+    """What an estimator returns to the model.
+
+    Attributes:
+        sample: The latent samples the objective was evaluated at, ``(S, B, D, *event)``.
+        objective: The objective at each sample, ``(S, B)``.
+        kl: ``KL(q(z | x) || p(z))`` per example, ``(B,)`` (zeros without a KL term).
+        loss: The per-example loss to report, ``(B,)``: mean objective plus KL.
+        surrogate: A scalar whose gradient is the estimator's gradient of ``loss.mean()``.
+        posterior: The approximate posterior ``q(z | x)``.
+        stats: Scalars worth logging (e.g. ``trunc_n``, ``trunc_tail_mass``), detached.
+    """
+
+    sample: Tensor
+    objective: Tensor
+    kl: Tensor
+    loss: Tensor
+    surrogate: Tensor
+    posterior: Distribution
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Estimator(nn.Module, ABC):
+    """A gradient estimator for models with discrete latents.
+
+    A model hands the estimator its encoder output (``params``, shape ``(B, D, raw_size)``), a
+    callable ``objective(z) -> (S, B)`` and the prior, and gets back an :class:`EstimatorOutput` whose
+    ``surrogate`` it backpropagates. Reparameterised estimators differentiate through a relaxed
+    sample; score-function estimators use ``objective`` at samples. So models never need to know
+    which estimator they run.
+
+    The temperature ``tau`` is a buffer: it moves with the module, is saved in checkpoints and is set
+    by :class:`~gengs_lightning.callbacks.TemperatureSchedule`. In eval mode estimators draw exact
+    discrete samples, so validation and test losses are those of the discrete model.
+
+    Args:
+        num_samples: Latent samples per example ``S`` (multi-sample training, NeurIPS Table 1).
+        tau: Initial temperature (estimators without a relaxation keep it for a uniform interface).
+    """
+
+    tau: Tensor
+
+    def __init__(self, num_samples: int = 1, tau: float = 1.0):
+        super().__init__()
+        self.num_samples = check_num_samples(num_samples)
+        self.register_buffer("tau", torch.tensor(check_temperature(tau)))
+
+    @abstractmethod
+    def raw_size(self, prior: Prior) -> int:
+        """Number of encoder outputs per latent dimension that this estimator needs for ``prior``."""
+
+    @abstractmethod
+    def posterior(self, params: Tensor, prior: Prior) -> Distribution:
+        """The approximate posterior built from encoder outputs of shape ``(B, D, raw_size)``."""
+
+    @abstractmethod
+    def raw_like(self, prior: Prior) -> Tensor:
+        """Encoder outputs ``(*prior_batch, raw_size)`` whose posterior is the prior (e.g. to initialise)."""
+
+    @abstractmethod
+    def forward(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
+        """Estimate the loss and its gradient.
+
+        Args:
+            params: Encoder output, shape ``(B, D, raw_size(prior))``.
+            objective: ``z -> (S, B)`` losses, without the KL term.
+            prior: The latent's prior; it also fixes the family and its structural parameters.
+            kl: Whether to add ``KL(q || p)`` (the toy task has no KL term).
+
+        Returns:
+            The samples, losses, KL and surrogate.
+        """
+
+    def set_temperature(self, tau: float) -> None:
+        """Write a new temperature into the buffer (in place, so devices and references stay valid)."""
+        self.tau.fill_(check_temperature(tau))
+
+    def check_params(self, params: Tensor, prior: Prior) -> None:
+        """Check the encoder output's shape before any work.
+
+        Raises:
+            ValueError: If ``params`` is not ``(B, D, raw_size)``, naming the shape and the expected one.
+        """
+        expected = self.raw_size(prior)
+        if params.dim() != 3 or params.shape[-1] != expected:
+            raise ValueError(
+                f"{type(self).__name__} with a {prior.family.family_name} prior needs an encoder output of "
+                f"shape (batch, latent_dim, {expected}); got {tuple(params.shape)}"
+            )
+
+    def check_objective(self, value: Tensor, batch_size: int) -> Tensor:
+        """Check that the objective returned ``(S, B)``.
+
+        Raises:
+            ValueError: Otherwise, naming the shape.
+        """
+        expected = (self.num_samples, batch_size)
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"objective(z) must return per-sample, per-example losses {expected}, got {tuple(value.shape)}"
+            )
+        return value
+
+    def extra_repr(self) -> str:
+        return f"num_samples={self.num_samples}, tau={self.tau.item():.4g}"

@@ -1,0 +1,6 @@
+"""LightningModules: the base class for discrete-latent models and the paper's models."""
+
+from gengs_lightning.models.base import DiscreteLatentModule
+from gengs_lightning.models.toy import ToyTask
+
+__all__ = ["DiscreteLatentModule", "ToyTask"]

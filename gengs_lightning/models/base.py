@@ -1,0 +1,146 @@
+"""The base LightningModule of every model with discrete latents."""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from gengs_lightning.distributions import Prior
+from gengs_lightning.estimators import Estimator, EstimatorOutput
+
+_EVAL_STAGES = ("val", "test")
+
+
+class DiscreteLatentModule(pl.LightningModule):
+    """Base class for models with discrete latents trained by any :class:`Estimator`.
+
+    A subclass writes two methods and nothing else about gradients:
+
+    * :meth:`encode`: the encoder output ``(B, D, estimator.raw_size(prior))`` for a batch;
+    * :meth:`objective`: per-sample, per-example losses ``(S, B)`` given a batch and latent samples
+      ``(S, B, D, *event)`` (e.g. ``-log p(x | z)``; the KL to the prior is added by the estimator).
+
+    The base class runs the estimator, backpropagates its surrogate, logs ``train/loss``,
+    ``train/tau``, ``train/trunc_n``, ``train/trunc_tail_mass`` (and, with a KL term, ``train/kl`` and
+    ``train/<objective_name>``) every step, ``val/*`` and ``test/*`` as torchmetrics means that are
+    exact under DDP, and stops with the step number when the loss or a gradient is not finite.
+
+    Args:
+        estimator: The gradient estimator (injected, e.g. ``GenGSExplicit``).
+        prior: The latent's prior; it fixes the family. Models without a KL term set
+            :attr:`uses_kl` to false and use it only for the family.
+        optimizer: Optimizer factory called with the parameters (default Adam with its defaults).
+        lr_scheduler: Optional learning-rate scheduler factory.
+    """
+
+    #: Whether the loss includes ``KL(q(z | x) || p(z))``.
+    uses_kl: bool = True
+    #: Name under which the objective term is logged (``recon`` for a VAE).
+    objective_name: str = "objective"
+
+    def __init__(
+        self,
+        estimator: Estimator,
+        prior: Prior,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ):
+        super().__init__()
+        if not isinstance(estimator, Estimator):
+            raise ValueError(f"estimator must be a gengs_lightning.estimators.Estimator, got {type(estimator)!r}")
+        if not isinstance(prior, Prior):
+            raise ValueError(f"prior must be a gengs_lightning.distributions.Prior, got {type(prior)!r}")
+        self.estimator = estimator
+        self.prior = prior
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        names = ("loss", self.objective_name) + (("kl",) if self.uses_kl else ())
+        self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
+
+    # -- what a model provides ------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, batch: Any) -> Tensor:
+        """Encoder output for ``batch``, shape ``(B, D, estimator.raw_size(prior))``."""
+
+    @abstractmethod
+    def objective(self, batch: Any, z: Tensor) -> Tensor:
+        """Per-sample, per-example loss ``(S, B)`` at latent samples ``z`` of shape ``(S, B, D, *event)``."""
+
+    # -- the shared machinery ------------------------------------------------------------------------
+    def estimate(self, batch: Any) -> EstimatorOutput:
+        """Run the estimator on a batch: encoder output, objective and prior go in, losses come out."""
+        return self.estimator(self.encode(batch), partial(self.objective, batch), self.prior, kl=self.uses_kl)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        out = self.estimate(batch)
+        self._check_finite("loss", out.surrogate, batch_idx)
+        batch_size = out.loss.shape[0]
+        self.log("train/loss", out.loss.mean(), prog_bar=True, batch_size=batch_size)
+        if self.uses_kl:
+            self.log(f"train/{self.objective_name}", out.objective.mean(), batch_size=batch_size)
+            self.log("train/kl", out.kl.mean(), batch_size=batch_size)
+        self.log("train/tau", self.estimator.tau, batch_size=batch_size)
+        for name, value in out.stats.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        return out.surrogate
+
+    def validation_step(self, batch: Any, batch_idx: int) -> EstimatorOutput:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> EstimatorOutput:
+        return self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: Any, stage: str) -> EstimatorOutput:
+        out = self.estimate(batch)
+        values = {"loss": out.loss, self.objective_name: out.objective.mean(0), "kl": out.kl}
+        for name, metric in self.eval_metrics.items():
+            metric_stage, metric_name = name.split("_", 1)
+            if metric_stage == stage:
+                metric.update(values[metric_name])
+                self.log(f"{stage}/{metric_name}", metric, prog_bar=metric_name == "loss")
+        return out
+
+    def log_now(self, metrics: dict[str, Tensor | float]) -> None:
+        """Write occasional metrics straight to the loggers at the current global step.
+
+        ``self.log`` suits values computed every step; values computed every N steps (gradient
+        statistics) go through here so that they are written once, at the step they belong to.
+        """
+        values = {name: float(value) for name, value in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            self._check_finite("gradient norm", torch.nn.utils.get_total_norm(grads), None)
+
+    def _check_finite(self, what: str, value: Tensor, batch_idx: int | None) -> None:
+        """Stop training with the step number if ``value`` is NaN or infinite.
+
+        Raises:
+            FloatingPointError: If ``value`` is not finite.
+        """
+        number = float(value.detach())
+        if not math.isfinite(number):
+            where = f"global step {self.global_step}, epoch {self.current_epoch}"
+            if batch_idx is not None:
+                where += f", batch {batch_idx}"
+            raise FloatingPointError(
+                f"{what} is {number} at {where}; tau={self.estimator.tau.item():.4g}. "
+                "Lower the learning rate, raise the temperature or widen the truncation window."
+            )
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
