@@ -76,9 +76,14 @@ class TruncatedBinomial(TruncatedCount):
             )
 
     @staticmethod
-    def _log_pmf(k: Tensor, total_count: int, logits: Tensor) -> Tensor:
-        log_binom = math.lgamma(total_count + 1.0) - torch.lgamma(k + 1.0) - torch.lgamma(total_count - k + 1.0)
-        return log_binom + k * F.logsigmoid(logits) + (total_count - k) * F.logsigmoid(-logits)
+    def natural(total_count: int, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``eta = logit(probs)``, ``A = -N log(1 - probs)``, mean ``N probs``."""
+        return logits, -total_count * F.logsigmoid(-logits), total_count * torch.sigmoid(logits)
+
+    @staticmethod
+    def base_measure(k: Tensor, total_count: int, **params) -> Tensor:
+        """``h_k = log C(N, k)`` (``-inf`` beyond ``N``)."""
+        return math.lgamma(total_count + 1.0) - torch.lgamma(k + 1.0) - torch.lgamma(total_count - k + 1.0)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, total_count: int = 1, **structural) -> dict[str, Tensor]:

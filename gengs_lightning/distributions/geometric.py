@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Geometric, constraints
@@ -19,7 +20,6 @@ class TruncatedGeometric(TruncatedCount):
 
     ``p_k = (1 - probs)^k probs`` on ``k = 0, 1, ...`` (the :class:`torch.distributions.Geometric`
     convention, mean ``(1 - probs) / probs``), so Geom(.25) has mean 3 as in the paper's VAE priors.
-    The upper tail ``P(X >= b) = (1 - probs)^b`` is folded in closed form.
 
     Args:
         probs: Success probability in ``(0, 1]`` (give this or ``logits``).
@@ -55,11 +55,14 @@ class TruncatedGeometric(TruncatedCount):
         return {"logits": self.logits}
 
     @staticmethod
-    def _log_pmf(k: Tensor, logits: Tensor) -> Tensor:
-        return k * F.logsigmoid(-logits) + F.logsigmoid(logits)
+    def natural(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``eta = log(1 - probs)``, ``A = -log(probs)``, mean ``(1 - probs) / probs``."""
+        return F.logsigmoid(-logits), -F.logsigmoid(logits), torch.exp(-logits)
 
-    def _log_survival(self, high: int, log_before_high: Tensor) -> Tensor:
-        return high * F.logsigmoid(-self.logits.double())
+    @staticmethod
+    def base_measure(k: Tensor, **params) -> Tensor:
+        """``h_k = 0``."""
+        return torch.zeros_like(k)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, **structural) -> dict[str, Tensor]:

@@ -31,6 +31,27 @@ def kl_truncated_truncated(p: TruncatedDiscrete, q: TruncatedDiscrete) -> Tensor
             f"KL between truncated distributions needs one window: got {p.window or p.outcomes.shape} "
             f"and {q.window or q.outcomes.shape}"
         )
-    positive = p.pmf > 0
-    log_ratio = torch.where(positive, p.log_pmf - q.log_pmf, 0.0)
-    return (p.pmf * log_ratio).sum(-1)
+    return _TableKL.apply(p.log_pmf, q.log_pmf)
+
+
+class _TableKL(torch.autograd.Function):
+    """``sum_k exp(lp_k) (lp_k - lq_k)`` with ``d/d lp_k = p_k (lp_k - lq_k + 1)`` and ``d/d lq_k = -p_k``."""
+
+    @staticmethod
+    def forward(ctx, log_p: Tensor, log_q: Tensor) -> Tensor:
+        p = log_p.exp()
+        log_ratio = (log_p - log_q).masked_fill_(p == 0, 0.0)
+        ctx.save_for_backward(p, log_ratio)
+        ctx.q_shape = log_q.shape
+        return torch.linalg.vecdot(p, log_ratio)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p, log_ratio = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_p = grad_q = None
+        if ctx.needs_input_grad[0]:
+            grad_p = (log_ratio + 1.0).mul_(p).mul_(grad).sum_to_size(p.shape)
+        if ctx.needs_input_grad[1]:
+            grad_q = (-p * grad).sum_to_size(ctx.q_shape)
+        return grad_p, grad_q

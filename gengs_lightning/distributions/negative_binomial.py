@@ -64,9 +64,14 @@ class TruncatedNegativeBinomial(TruncatedCount):
         return {"total_count": self.total_count, "logits": self.logits}
 
     @staticmethod
-    def _log_pmf(k: Tensor, total_count: Tensor, logits: Tensor) -> Tensor:
-        log_binom = torch.lgamma(k + total_count) - torch.lgamma(total_count) - torch.lgamma(k + 1.0)
-        return log_binom + total_count * F.logsigmoid(-logits) + k * F.logsigmoid(logits)
+    def natural(total_count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``eta = log(probs)``, ``A = -r log(1 - probs)``, mean ``r probs / (1 - probs)``."""
+        return F.logsigmoid(logits), -total_count * F.logsigmoid(-logits), total_count * torch.exp(logits)
+
+    @staticmethod
+    def base_measure(k: Tensor, total_count: Tensor, **params) -> Tensor:
+        """``h_k = log C(k + r - 1, k)``."""
+        return torch.lgamma(k + total_count) - torch.lgamma(total_count) - torch.lgamma(k + 1.0)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, total_count: Tensor | float = 1.0, **structural) -> dict[str, Tensor]:

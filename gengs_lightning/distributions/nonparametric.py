@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from gengs_lightning.distributions.grid import grid_theta
 from gengs_lightning.distributions.window import Window
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ def quantile_window(
         raise ValueError(f"max_size must be >= 1, got {max_size}")
     device = next((p.device for p in params.values() if torch.is_tensor(p)), None)
     grid = torch.arange(max_size, dtype=torch.float64, device=device)
-    log_pmf = family._log_pmf(grid, **{name: as_grid_param(p) for name, p in params.items()})
+    eta, log_norm, _ = family.natural(**{name: p.double() if torch.is_tensor(p) else p for name, p in params.items()})
+    base = family.base_measure(grid, **{name: as_grid_param(p) for name, p in params.items()})
+    log_pmf = grid_theta(*torch.broadcast_tensors(eta, log_norm), grid, base)
     log_cdf = log_pmf.logcumsumexp(-1).reshape(-1, max_size)
     side_eps = eps / 2 if two_sided else eps
     reached = log_cdf >= math.log1p(-side_eps)

@@ -40,8 +40,14 @@ class TruncatedPoisson(TruncatedCount):
         return {"rate": self.rate}
 
     @staticmethod
-    def _log_pmf(k: Tensor, rate: Tensor) -> Tensor:
-        return k * torch.log(rate) - rate - torch.lgamma(k + 1.0)
+    def natural(rate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``eta = log(rate)``, ``A = rate``, mean ``rate``."""
+        return torch.log(rate), rate, rate
+
+    @staticmethod
+    def base_measure(k: Tensor, **params) -> Tensor:
+        """``h_k = -log k!``."""
+        return -torch.lgamma(k + 1.0)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, **structural) -> dict[str, Tensor]:

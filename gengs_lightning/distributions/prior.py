@@ -87,6 +87,7 @@ class Prior(nn.Module):
             if name not in self.structural:
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.get_default_dtype()))
         self._free_names = [name for name in params if name not in self.structural]
+        self._cache: dict[tuple, object] = {}
         try:
             self.truncated(self.family.support_window(**self.structural) or Window(0, 0), validate=True)
         except (TypeError, ValueError) as error:
@@ -119,14 +120,35 @@ class Prior(nn.Module):
             return None
         if spec is not None:
             return Window.of(spec)
-        return self.family.support_window(**self.structural) or quantile_window(
-            self.family, self.params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW
+        return self._cached(
+            ("default_window",),
+            lambda: (
+                self.family.support_window(**self.structural)
+                or quantile_window(self.family, self.params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW)
+            ),
         )
 
     def truncated(self, window: Window | None, validate: bool = False) -> DiscreteFamily:
-        """The prior as a table on ``window`` (``None`` for families without windows)."""
+        """The prior as a table on ``window`` (``None`` for families without windows).
+
+        Tables are cached per window, device and parameter version (the prior is a constant), so
+        estimators can ask for them on every step.
+        """
         kwargs = {"window": window} if self.family.truncatable else {}
-        return self.family(**self.params, **kwargs, validate_args=validate)
+        if validate:
+            return self.family(**self.params, **kwargs, validate_args=True)
+        return self._cached(("table", window), lambda: self.family(**self.params, **kwargs, validate_args=False))
+
+    def _cached(self, key: tuple, build):
+        """``build()`` memoised on ``key`` and the identity and version of every buffer."""
+        state = tuple((id(b), b._version) for b in self.buffers())
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        with torch.no_grad():
+            value = build()
+        self._cache[key] = (state, value)
+        return value
 
     def posterior(self, raw: Tensor, window: Window | None) -> DiscreteFamily:
         """A member of the family built from encoder outputs ``raw`` of shape ``(*batch, raw_size)``."""

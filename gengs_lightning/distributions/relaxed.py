@@ -15,12 +15,12 @@ from gengs_lightning.distributions.truncated import TruncatedDiscrete
 class _RelaxedOutcome(torch.autograd.Function):
     """``z = w @ c`` with ``w = softmax((logits + g) / tau)``, differentiated in closed form.
 
-    With ``y = (logits + g) / tau`` and upstream gradient ``u``, let ``s_k = c_k . u``. Then
-    ``dL/dy = w * (s - z . u)`` (the softmax Jacobian applied to ``s``), ``dL/dlogits = dL/dy / tau``
-    and, since ``sum_k dL/dy_k = 0`` and ``log w = y - logsumexp(y)``,
-    ``dL/dtau = -sum_k dL/dy_k log w_k / tau``. Only ``w`` and the soft ``z`` are kept for backward.
-    In hard mode (straight-through) the forward value is the outcome at ``argmax y`` and the backward
-    pass is the relaxed one.
+    With ``y = (logits + g) / tau`` and upstream gradient ``u``, let ``p_k = (c_k - z) . u``. Then
+    ``dL/dlogits = w * p / tau`` (the softmax Jacobian) and, because these sum to zero over ``k`` and
+    ``log w = y - logsumexp(y)``, ``dL/dtau = -sum_k (dL/dlogits)_k log w_k``. Only ``w`` and the soft
+    ``z`` are kept for backward: no intermediate of the softmax or of the noise. In hard mode
+    (straight-through) the forward value is the outcome at ``argmax y`` and the backward pass is the
+    relaxed one.
     """
 
     @staticmethod
@@ -37,16 +37,16 @@ class _RelaxedOutcome(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         weights, soft, outcomes, tau = ctx.saved_tensors
         if outcomes.dim() == 1:
-            projected = grad.unsqueeze(-1) * (outcomes - soft.unsqueeze(-1))
+            scale = (grad / tau.squeeze(-1) if tau.dim() else grad / tau).unsqueeze(-1)
+            grad_logits = torch.addcmul(-(soft.unsqueeze(-1) * scale), scale, outcomes)
         else:
             projected = grad @ outcomes.T - (grad * soft).sum(-1, keepdim=True)
-        grad_scores = weights * projected
-        grad_logits = grad_tau = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = grad_scores / tau
+            grad_logits = projected.div_(tau)
+        grad_logits.mul_(weights)
+        grad_tau = None
         if ctx.needs_input_grad[1]:
-            grad_tau = -(torch.special.xlogy(weights, weights) * projected) / tau
-            grad_tau = grad_tau.sum(-1, keepdim=True).sum_to_size(tau.shape)
+            log_weights = weights.clamp_min(torch.finfo(weights.dtype).tiny).log_()
+            grad_tau = -(grad_logits * log_weights).sum(-1, keepdim=True).sum_to_size(tau.shape)
         return grad_logits, grad_tau, None, None, None
 
 
@@ -138,4 +138,3 @@ class GenGS(Distribution):
     def __repr__(self) -> str:
         tau = self.temperature.item() if self.temperature.numel() == 1 else "tensor"
         return f"GenGS(n={self.base.num_outcomes}, tau={tau}, hard={self.hard})"
-

@@ -18,25 +18,10 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import lazy_property
 
+from gengs_lightning.distributions.grid import folded_table
 from gengs_lightning.distributions.gumbel import sample_gumbel
 from gengs_lightning.distributions.nonparametric import as_grid_param, quantile_window
 from gengs_lightning.distributions.window import Window
-
-_LOG2 = math.log(2.0)
-
-#: Below this upper-tail mass the complement ``1 - P(X < b)`` loses float64 precision and the tail
-#: is summed directly instead (see :meth:`TruncatedCount._log_survival`).
-SERIES_THRESHOLD = 1e-9
-#: Number of tail terms summed explicitly before the geometric remainder.
-SERIES_TERMS = 16
-
-
-def log1mexp(x: Tensor) -> Tensor:
-    """Compute ``log(1 - exp(x))`` for ``x < 0`` accurately, with finite gradients on both branches."""
-    near = x > -_LOG2
-    x_near = torch.where(near, x, -_LOG2)
-    x_far = torch.where(near, -_LOG2, x)
-    return torch.where(near, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))
 
 
 class TruncatedDiscrete(Distribution):
@@ -223,17 +208,12 @@ class TruncatedCount(DiscreteFamily):
     """A non-negative integer family truncated to a window, mass outside folded into the edges.
 
     For ``X ~ D(lambda)`` and a window ``[a, b]`` the truncated variable has (journal Definition 3)
-    ``pi_a = P(X <= a)``, ``pi_k = P(X = k)`` for ``a < k < b`` and ``pi_b = P(X >= b)``. Everything is
-    computed in float64 log space and returned in the parameters' dtype:
+    ``pi_a = P(X <= a)``, ``pi_k = P(X = k)`` for ``a < k < b`` and ``pi_b = P(X >= b)``. The table is
+    computed by :func:`~gengs_lightning.distributions.grid.folded_table` in float64 log space (finite
+    for rates from 1e-6 to 1e4) and returned in the parameters' dtype.
 
-    * the lower fold is the exact finite sum ``logsumexp(log p_0, ..., log p_a)``;
-    * the upper fold is ``log(1 - P(X < b))`` while that tail holds at least
-      :data:`SERIES_THRESHOLD` of the mass, and below that the direct sum of
-      :data:`SERIES_TERMS` tail terms plus a geometric bound on the rest, which keeps it finite and
-      accurate far beyond where the complement underflows (rates from 1e-6 to 1e4).
-
-    Subclasses give the log-PMF on an integer grid (:meth:`_log_pmf`), their parameters
-    (:attr:`params`) and the family metadata of :class:`DiscreteFamily`.
+    Subclasses give their parameters (:attr:`params`), their exponential-family form
+    (:meth:`natural`, :meth:`base_measure`) and the family metadata of :class:`DiscreteFamily`.
 
     Args:
         window: The truncation window or level (see :meth:`Window.of`).
@@ -245,20 +225,39 @@ class TruncatedCount(DiscreteFamily):
         Distribution.__init__(self, batch_shape, torch.Size(), validate_args=validate_args)
         window = Window.of(window)
         self._check_window(window)
-        log_pmf, tail_mass = self._fold(window)
         dtype = self._dtype
-        self._set_table(log_pmf.to(dtype), window.outcomes(dtype, log_pmf.device), window, tail_mass.to(dtype))
+        params64 = {name: p.double() if torch.is_tensor(p) else p for name, p in self.params.items()}
+        eta, log_norm, mean = (x.expand(batch_shape) for x in self.natural(**params64))
+        if window.size == 1:
+            log_pmf = eta.new_zeros(batch_shape + (1,), dtype=dtype)
+            with torch.no_grad():
+                k = window.outcomes(torch.float64, eta.device)
+                tail = -torch.expm1(eta * window.low + self._base_measure(k)[..., 0] - log_norm).to(dtype)
+        else:
+            log_pmf, tail = folded_table(eta, log_norm, mean, self._base_measure, window.low, window.high, dtype)
+        self._set_table(log_pmf, window.outcomes(dtype, log_pmf.device), window, tail)
 
     # -- what a family provides -------------------------------------------------------------------
     @property
     @abstractmethod
     def params(self) -> dict[str, Tensor]:
-        """The family's parameters by name, as broadcast batch tensors (structural ones as given)."""
+        """The family's parameters by name: free ones as batch tensors, structural ones as given."""
 
     @staticmethod
     @abstractmethod
-    def _log_pmf(k: Tensor, **params: Tensor) -> Tensor:
-        """Log-PMF at integer points ``k`` (shape ``(m,)``) for parameters shaped ``(*batch, 1)``."""
+    def natural(**params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Natural parameter ``eta``, log-normaliser ``A(eta)`` and mean ``A'(eta)`` of the family."""
+
+    @staticmethod
+    @abstractmethod
+    def base_measure(k: Tensor, **params: Tensor) -> Tensor:
+        """Base measure ``h_k`` on integer points ``k`` (parameters shaped to broadcast with ``k``)."""
+
+    def _base_measure(self, k: Tensor) -> Tensor:
+        return self.base_measure(k, **{name: as_grid_param(p) for name, p in self.params.items()})
+
+    def _check_window(self, window: Window) -> None:
+        """Reject windows outside the support (hook for finite families)."""
 
     def widen(self, eps: float = 1e-12, max_size: int = 100_000) -> TruncatedCount:
         structural = {name: value for name, value in self.params.items() if name in self.structural_params}
@@ -266,59 +265,7 @@ class TruncatedCount(DiscreteFamily):
         window = Window(0, max(wide.high, self.window.high))
         return type(self)(**self.params, window=window, validate_args=False)
 
-    def _check_window(self, window: Window) -> None:
-        """Hook for families whose support does not cover every window."""
-
-    # -- folding ------------------------------------------------------------------------------------
     @property
     def _dtype(self) -> torch.dtype:
         dtypes = [p.dtype for p in self.params.values() if torch.is_tensor(p) and p.is_floating_point()]
         return dtypes[0] if dtypes else torch.get_default_dtype()
-
-    def _grid_log_pmf(self, low: int, high: int) -> Tensor:
-        """Float64 log-PMF on ``low, ..., high - 1`` with shape ``(*batch, high - low)``."""
-        device = next(p.device for p in self.params.values() if torch.is_tensor(p))
-        k = torch.arange(low, high, dtype=torch.float64, device=device)
-        params = {name: as_grid_param(p) for name, p in self.params.items()}
-        return self._log_pmf(k, **params).expand(self.batch_shape + (high - low,))
-
-    def _fold(self, window: Window) -> tuple[Tensor, Tensor]:
-        """Truncated log-PMF on ``window`` and, without gradient, the mass outside it."""
-        inside = self._grid_log_pmf(window.low, window.high + 1)
-        if window.low > 0:
-            log_below = self._grid_log_pmf(0, window.low).logsumexp(-1)
-        else:
-            log_below = torch.full_like(inside[..., 0], -math.inf)
-        if window.size == 1:
-            log_pmf = torch.zeros_like(inside)
-            with torch.no_grad():
-                tail = -torch.expm1(inside[..., 0])
-            return log_pmf, tail
-        log_before_high = torch.logaddexp(log_below, inside[..., :-1].logsumexp(-1))
-        log_low = torch.logaddexp(log_below, inside[..., 0])
-        log_high = self._log_survival(window.high, log_before_high)
-        log_pmf = torch.cat([log_low.unsqueeze(-1), inside[..., 1:-1], log_high.unsqueeze(-1)], dim=-1)
-        with torch.no_grad():
-            tail = log_below.exp() + (log_high.exp() - inside[..., -1].exp()).clamp_min(0.0)
-        return log_pmf, tail
-
-    def _log_survival(self, high: int, log_before_high: Tensor) -> Tensor:
-        """``log P(X >= high)`` given ``log P(X < high)``; subclasses may give a closed form."""
-        with torch.no_grad():
-            use_complement = log_before_high < math.log1p(-SERIES_THRESHOLD)
-        safe = torch.where(use_complement, log_before_high, -1.0)
-        return torch.where(use_complement, log1mexp(safe), self._tail_series(high))
-
-    def _tail_series(self, high: int) -> Tensor:
-        """``log sum_{k >= high} p_k`` from :data:`SERIES_TERMS` terms and a geometric remainder.
-
-        The remainder ``p_{high+J} / (1 - r)`` uses the ratio ``r`` of the last two terms, which bounds
-        it from above for log-concave families (Poisson, binomial, geometric, negative binomial with
-        ``total_count >= 1``); the ratio is capped below one so the branch is always finite.
-        """
-        terms = self._grid_log_pmf(high, high + SERIES_TERMS + 1)
-        head = terms[..., :-1].logsumexp(-1)
-        log_ratio = torch.nan_to_num(terms[..., -1] - terms[..., -2], nan=-math.inf)
-        log_ratio = log_ratio.clamp_max(math.log(0.999))
-        remainder = terms[..., -1] - log1mexp(log_ratio)
-        return torch.logaddexp(head, remainder)

@@ -35,9 +35,7 @@ class Window:
         if self.low < 0:
             raise ValueError(f"window low must be >= 0 (count families are non-negative), got {self.low}")
         if self.high < self.low:
-            raise ValueError(
-                f"window [{self.low}, {self.high}] is empty: its size must be >= 1 (high >= low)"
-            )
+            raise ValueError(f"window [{self.low}, {self.high}] is empty: its size must be >= 1 (high >= low)")
 
     @property
     def size(self) -> int:
@@ -63,9 +61,7 @@ class Window:
             return cls(0, spec - 1)
         if isinstance(spec, (tuple, list)) and len(spec) == 2:
             return cls(spec[0], spec[1])
-        raise ValueError(
-            f"a window is a truncation level n >= 1 or a pair [low, high] of integers, got {spec!r}"
-        )
+        raise ValueError(f"a window is a truncation level n >= 1 or a pair [low, high] of integers, got {spec!r}")
 
     def __str__(self) -> str:
         return f"[{self.low}, {self.high}]"
