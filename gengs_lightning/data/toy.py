@@ -26,9 +26,10 @@ class ToyTargets(pl.LightningDataModule):
     """Targets ``t_1..t_K ~ D(theta)`` of :class:`~gengs_lightning.models.ToyTask`, drawn once from a seed.
 
     ``D(theta)`` is the model's ``target`` (read in :meth:`setup`, so the distribution is configured
-    once, on the model). Every training batch is the whole target vector; an epoch is
-    ``steps_per_epoch`` batches. The draw uses its own generator state, so it does not depend on (or
-    disturb) the global seed, and every DDP rank sees the same targets.
+    once, on the model). Every training batch is the whole target vector and an epoch is
+    ``steps_per_epoch`` batches; validation, test and prediction see the targets once. The draw uses
+    its own generator state, so it does not depend on (or disturb) the global seed, and every DDP
+    rank sees the same targets.
 
     Args:
         num_targets: Number of targets ``K``.
@@ -61,3 +62,10 @@ class ToyTargets(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_RepeatedTargets(self.targets, self.steps_per_epoch), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        """One batch of all targets: the loss with exact (discrete) samples."""
+        return DataLoader(_RepeatedTargets(self.targets, 1), batch_size=None)
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader

@@ -62,7 +62,7 @@ class DiscreteLatentModule(pl.LightningModule):
         self.prior = prior
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        names = ("loss", self.objective_name) + (("kl",) if self.uses_kl else ())
+        names = ("loss", self.objective_name, "kl") if self.uses_kl else ("loss",)
         self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
 
     # -- what a model provides ------------------------------------------------------------------------
@@ -97,6 +97,10 @@ class DiscreteLatentModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> EstimatorOutput:
         return self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Latent samples for a batch: exact discrete draws of the posterior (eval mode)."""
+        return self.estimate(batch).sample
 
     def _evaluate(self, batch: Any, stage: str) -> EstimatorOutput:
         out = self.estimate(batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -9,7 +11,7 @@ from torch import Tensor, nn
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator
 from gengs_lightning.models.base import DiscreteLatentModule
-from gengs_lightning.models.gradients import gradient_draws, gradient_statistics
+from gengs_lightning.models.gradients import gradient_statistics
 
 
 class ToyTask(DiscreteLatentModule):
@@ -87,16 +89,34 @@ class ToyTask(DiscreteLatentModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         surrogate = super().training_step(batch, batch_idx)
         with torch.no_grad():
-            mean = self.estimator.posterior(self.encode(batch[:1]), self.prior).mean
-        self.log("train/mean", mean.float().mean(), batch_size=batch.shape[0])
+            mean = self.estimator.posterior(self.encode(batch[:1]), self.prior).mean.reshape(-1)
+        names = ["train/mean"] if mean.numel() == 1 else [f"train/mean_{j}" for j in range(mean.numel())]
+        for name, value in zip(names, mean.float(), strict=True):
+            self.log(name, value, batch_size=batch.shape[0])
         if self.grad_every and self.global_step % self.grad_every == 0 and self.trainer.is_global_zero:
             self.log_now({f"train/{name}": value for name, value in self.gradient_statistics(batch).items()})
         return surrogate
 
+    def gradient_draws(self, batch: Tensor, num_draws: int) -> Tensor:
+        """``num_draws`` independent gradient estimates with respect to the parameter, ``(M, raw_size)``.
+
+        The draws are computed in one pass: the parameter is replicated ``M`` times, each replica sees
+        the whole target vector, and since the surrogate is a mean over the ``M * K`` examples, the
+        gradient of ``M`` times it with respect to replica ``m`` is draw ``m``.
+        """
+        with torch.enable_grad():
+            replicas = self.raw.detach().expand(num_draws, -1).clone().requires_grad_()
+            size = batch.shape[0]
+            params = replicas[:, None, None, :].expand(-1, size, 1, -1).reshape(num_draws * size, 1, -1)
+            targets = batch.repeat(num_draws, *([1] * (batch.dim() - 1)))
+            out = self.estimator(params, partial(self.objective, targets), self.prior, kl=False)
+            (draws,) = torch.autograd.grad(out.surrogate * num_draws, [replicas])
+        return draws
+
     def gradient_statistics(self, batch: Tensor) -> dict[str, Tensor]:
         """Variance and bias of the estimator's gradient with respect to the learnable parameter."""
+        draws = self.gradient_draws(batch, self.grad_draws)
         with torch.enable_grad():
-            draws = gradient_draws(lambda: self.estimate(batch).surrogate, [self.raw], self.grad_draws)
             exact_loss = self.exact_loss(batch)
             (exact,) = torch.autograd.grad(exact_loss, [self.raw])
         return {**gradient_statistics(draws, exact), "exact_loss": exact_loss.detach()}

@@ -1,0 +1,29 @@
+"""Shared fixtures: quiet toy runs of the CLI under a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import CONFIGS
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def toy_args(tmp_path: Path) -> Callable[..., list[str]]:
+    """CLI arguments for a quiet toy run that logs under ``tmp_path/logs``."""
+
+    def build(family: str = "poisson", *extra: str) -> list[str]:
+        return [
+            "--config",
+            str(CONFIGS / "toy" / f"{family}.yaml"),
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            *extra,
+        ]
+
+    return build
