@@ -214,7 +214,7 @@ def test_a_valid_swap_passes_the_same_harness(toy_args):
 
 
 def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
     command = [
         sys.executable,
         "-m",
@@ -230,6 +230,7 @@ def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
         "--trainer.enable_progress_bar=false",
         "--model.init_args.grad_every=10",
         "--data.init_args.steps_per_epoch=40",
+        "--trainer.callbacks+=helpers.RecordNoise",
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -239,3 +240,5 @@ def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
     logged = read_scalars(log_dir)
     assert [step for step, _ in logged["train/loss"]] == [4, 9, 14, 19]  # each step logged once
     assert [step for step, _ in logged["train/grad_var"]] == [0, 10]
+    noise = [(tmp_path / f"noise_rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert noise[0] != noise[1]  # each rank draws its own Gumbel noise

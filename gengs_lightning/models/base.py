@@ -31,7 +31,8 @@ class DiscreteLatentModule(pl.LightningModule):
     The base class runs the estimator, backpropagates its surrogate, logs ``train/loss``,
     ``train/tau``, ``train/trunc_n``, ``train/trunc_tail_mass`` (and, with a KL term, ``train/kl`` and
     ``train/<objective_name>``) every step, ``val/*`` and ``test/*`` as torchmetrics means that are
-    exact under DDP, and stops with the step number when the loss or a gradient is not finite.
+    exact under DDP, and stops with the step number when the loss or a gradient is not finite. Under
+    DDP every rank draws its own noise (see :meth:`setup`).
 
     Args:
         estimator: The gradient estimator (injected, e.g. ``GenGSExplicit``).
@@ -75,6 +76,15 @@ class DiscreteLatentModule(pl.LightningModule):
         """Per-sample, per-example loss ``(S, B)`` at latent samples ``z`` of shape ``(S, B, D, *event)``."""
 
     # -- the shared machinery ------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Give every DDP rank its own noise: rank ``r`` re-seeds torch with ``initial_seed + r``.
+
+        The CLI seeds every process alike (so models start identical); without this, all ranks would
+        draw the same Gumbel noise and data parallelism would not reduce the gradient's variance.
+        """
+        if self.trainer is not None and self.trainer.world_size > 1:
+            torch.manual_seed((torch.initial_seed() + self.trainer.global_rank) % 2**63)
+
     def estimate(self, batch: Any) -> EstimatorOutput:
         """Run the estimator on a batch: encoder output, objective and prior go in, losses come out."""
         return self.estimator(self.encode(batch), partial(self.objective, batch), self.prior, kl=self.uses_kl)
