@@ -7,9 +7,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, OneHotCategorical, constraints
-from torch.distributions.utils import broadcast_all, probs_to_logits
+from torch.distributions.utils import lazy_property, logits_to_probs, probs_to_logits
 
-from gengs_lightning.distributions.truncated import DiscreteFamily
+from gengs_lightning.distributions.truncated import DiscreteFamily, _float_tensor
 from gengs_lightning.distributions.window import Window
 
 
@@ -45,9 +45,9 @@ class TruncatedCategorical(DiscreteFamily):
         if (probs is None) == (logits is None):
             raise ValueError(f"give exactly one of probs or logits, got probs={probs!r} and logits={logits!r}")
         if probs is not None:
-            (self.probs,) = broadcast_all(torch.as_tensor(probs, dtype=torch.get_default_dtype()))
+            self.probs = _float_tensor(probs)
             logits = probs_to_logits(self.probs)
-        (self.logits,) = broadcast_all(torch.as_tensor(logits, dtype=torch.get_default_dtype()))
+        self.logits = _float_tensor(logits)
         if self.logits.dim() < 1 or self.logits.shape[-1] < 1:
             raise ValueError(f"a categorical needs at least one class, got logits of shape {self.logits.shape}")
         num_classes = self.logits.shape[-1]
@@ -59,6 +59,14 @@ class TruncatedCategorical(DiscreteFamily):
             outcomes = window.outcomes(self.logits.dtype, self.logits.device)
         Distribution.__init__(self, self.logits.shape[:-1], outcomes.shape[1:], validate_args=validate_args)
         self._set_table(self.logits.log_softmax(-1), outcomes, window, tail_mass=None)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.one_hot if self.one_hot else constraints.integer_interval(0, self.num_outcomes - 1)
+
+    @lazy_property
+    def probs(self) -> Tensor:
+        return logits_to_probs(self.logits)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, one_hot: bool = True, **structural) -> dict[str, Tensor]:

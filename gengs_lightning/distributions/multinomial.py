@@ -10,10 +10,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Multinomial, constraints
-from torch.distributions.utils import broadcast_all, probs_to_logits
+from torch.distributions.utils import lazy_property, logits_to_probs, probs_to_logits
 
 from gengs_lightning.distributions.binomial import _integer_count
-from gengs_lightning.distributions.truncated import DiscreteFamily
+from gengs_lightning.distributions.truncated import DiscreteFamily, _float_tensor
 
 
 @lru_cache(maxsize=64)
@@ -62,9 +62,9 @@ class TruncatedMultinomial(DiscreteFamily):
         if (probs is None) == (logits is None):
             raise ValueError(f"give exactly one of probs or logits, got probs={probs!r} and logits={logits!r}")
         if probs is not None:
-            (self.probs,) = broadcast_all(torch.as_tensor(probs, dtype=torch.get_default_dtype()))
+            self.probs = _float_tensor(probs)
             logits = probs_to_logits(self.probs)
-        (self.logits,) = broadcast_all(torch.as_tensor(logits, dtype=torch.get_default_dtype()))
+        self.logits = _float_tensor(logits)
         self.total_count = _integer_count(total_count)
         dtype, device = self.logits.dtype, self.logits.device
         table = torch.tensor(compositions(self.total_count, self.logits.shape[-1]), dtype=torch.float64, device=device)
@@ -72,6 +72,14 @@ class TruncatedMultinomial(DiscreteFamily):
         log_base = math.lgamma(self.total_count + 1.0) - torch.lgamma(table + 1.0).sum(-1)
         log_pmf = self.logits.double().log_softmax(-1) @ table.T + log_base
         self._set_table(log_pmf.to(dtype), table.to(dtype), None, tail_mass=None)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.multinomial(self.total_count)
+
+    @lazy_property
+    def probs(self) -> Tensor:
+        return logits_to_probs(self.logits)
 
     @classmethod
     def params_from_raw(cls, raw: Tensor, total_count: int = 1, **structural) -> dict[str, Tensor]:

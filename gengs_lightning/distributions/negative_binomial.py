@@ -52,6 +52,11 @@ class TruncatedNegativeBinomial(TruncatedCount):
         if probs is not None:
             self.probs = probs
         self.total_count = torch.as_tensor(total_count, dtype=self.logits.dtype, device=self.logits.device)
+        if self.total_count.requires_grad:
+            raise ValueError(
+                "total_count of the negative binomial is structural (fixed by the prior); "
+                "gradients with respect to it are not supported, pass a tensor without requires_grad"
+            )
         batch_shape = torch.broadcast_shapes(self.total_count.shape, self.logits.shape)
         super().__init__(window, batch_shape, validate_args=validate_args)
 

@@ -15,11 +15,9 @@ if TYPE_CHECKING:
     from gengs_lightning.distributions.truncated import TruncatedCount
 
 
-def as_grid_param(param: Tensor | float) -> Tensor | float:
-    """Cast a parameter to float64 with a trailing axis, to broadcast against an outcome grid."""
-    if not torch.is_tensor(param):
-        return param
-    param = param.double()
+def as_grid_param(param: Tensor | float) -> Tensor:
+    """Cast a parameter to a float64 tensor with a trailing axis, to broadcast against an outcome grid."""
+    param = torch.as_tensor(param, dtype=torch.float64)
     return param.unsqueeze(-1) if param.dim() > 0 else param
 
 
@@ -52,7 +50,7 @@ def quantile_window(
 
     Args:
         family: A truncatable count family.
-        params: Its parameters, any batch shape.
+        params: Its parameters as the family names them (its ``params``), any batch shape.
         eps: Tail mass allowed outside the window, in ``(0, 1)``.
         max_size: Largest window size (and largest outcome + 1).
         two_sided: Whether to also cut the left tail.
@@ -65,7 +63,7 @@ def quantile_window(
         raise ValueError(f"max_size must be >= 1, got {max_size}")
     device = next((p.device for p in params.values() if torch.is_tensor(p)), None)
     grid = torch.arange(max_size, dtype=torch.float64, device=device)
-    eta, log_norm, _ = family.natural(**{name: p.double() if torch.is_tensor(p) else p for name, p in params.items()})
+    eta, log_norm, _ = family.natural(**{name: torch.as_tensor(p, dtype=torch.float64) for name, p in params.items()})
     base = family.base_measure(grid, **{name: as_grid_param(p) for name, p in params.items()})
     log_pmf = grid_theta(*torch.broadcast_tensors(eta, log_norm), grid, base)
     log_cdf = log_pmf.logcumsumexp(-1).reshape(-1, max_size)

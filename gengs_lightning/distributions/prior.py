@@ -124,7 +124,9 @@ class Prior(nn.Module):
             ("default_window",),
             lambda: (
                 self.family.support_window(**self.structural)
-                or quantile_window(self.family, self.params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW)
+                or quantile_window(
+                    self.family, self.truncated(Window(0, 0)).params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW
+                )
             ),
         )
 

@@ -24,6 +24,13 @@ from gengs_lightning.distributions.nonparametric import as_grid_param, quantile_
 from gengs_lightning.distributions.window import Window
 
 
+def _float_tensor(value: Tensor | list[float] | float) -> Tensor:
+    """``value`` as a tensor: a floating tensor keeps its dtype, anything else gets the default dtype."""
+    if torch.is_tensor(value) and value.is_floating_point():
+        return value
+    return torch.as_tensor(value, dtype=torch.get_default_dtype())
+
+
 class TruncatedDiscrete(Distribution):
     """A discrete distribution over a finite outcome table: ``P(Z = c_k) = pi_k``.
 
@@ -95,7 +102,9 @@ class TruncatedDiscrete(Distribution):
     def support(self) -> constraints.Constraint:
         if self.window is not None:
             return constraints.integer_interval(self.window.low, self.window.high)
-        return constraints.independent(constraints.nonnegative_integer, 1)
+        if self.outcomes.dim() == 1:
+            return constraints.real
+        return constraints.independent(constraints.real, 1)
 
     @property
     def mean(self) -> Tensor:
