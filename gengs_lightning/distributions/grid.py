@@ -83,16 +83,13 @@ def grid_theta(eta: Tensor, log_norm: Tensor, k: Tensor, h: Tensor, scratch: boo
 def _range_selector(low: int, high: int, device: str) -> Tensor:
     """Columns that pick, from the grid ``0 .. high + J - 1``, the sums the fold needs.
 
-    Masses of ``[0, low]``, ``[0, high)``, ``[0, low)`` and the series ``[high, high + J)``, and the
-    first moments of ``[0, low]``, ``[0, high)`` and the series, as one ``(m, 7)`` matrix, so that all
-    of them come from a single matrix product.
+    Masses of ``[0, low]``, ``[0, high)``, the series ``[high, high + J)`` and ``[0, low)``, then the
+    first moments of the first three, as one ``(m, 7)`` matrix, so that all of them come from a single
+    matrix product.
     """
     k = torch.arange(high + SERIES_TERMS, dtype=torch.float64)
-    at_most_low, before_high, below = k <= low, k < high, k < low
-    series = k >= high
-    masks = torch.stack([at_most_low, before_high, below, series], dim=-1).double()
-    moments = masks[:, [0, 1, 3]] * k.unsqueeze(-1)
-    return torch.cat([masks, moments], dim=-1).to(device)
+    masks = torch.stack([k <= low, k < high, k >= high, k < low], dim=-1).double()
+    return torch.cat([masks, masks[:, :3] * k.unsqueeze(-1)], dim=-1).to(device)
 
 
 class _FoldedTable(torch.autograd.Function):
@@ -102,15 +99,17 @@ class _FoldedTable(torch.autograd.Function):
     def forward(ctx, eta, log_norm, mean, k, h, low: int, high: int, dtype: torch.dtype):
         theta = grid_theta(eta, log_norm, k, h, scratch=True)
         table = theta[..., low : high + 1].to(dtype, copy=True)
-        at_high, last, after = theta[..., [high, -2, -1]].unbind(-1)
+        at_high, last, after = theta[..., high].clone(), theta[..., -2].clone(), theta[..., -1].clone()
         head, tail = theta[..., :high], theta[..., high:-1]
-        shift = torch.stack([head.amax(-1), tail.amax(-1)], dim=-1)
-        head.sub_(shift[..., :1]).exp_()
-        tail.sub_(shift[..., 1:]).exp_()
+        head_max, tail_max = head.amax(-1, keepdim=True), tail.amax(-1, keepdim=True)
+        head.sub_(head_max).exp_()
+        tail.sub_(tail_max).exp_()
         sums = theta[..., :-1] @ _range_selector(low, high, str(theta.device))
-        log_masses = sums[..., :4].log() + shift[..., [0, 0, 0, 1]]
-        means = sums[..., 4:] / sums[..., [0, 1, 3]]
-        (log_low, log_head, log_below, log_series), (mean_low, mean_head, mean_series) = (
+        log_masses = sums[..., :4].log()
+        log_masses[..., (0, 1, 3)] += head_max
+        log_masses[..., 2:3] += tail_max
+        means = sums[..., 4:] / sums[..., :3]
+        (log_low, log_head, log_series, log_below), (mean_low, mean_head, mean_series) = (
             log_masses.unbind(-1),
             means.unbind(-1),
         )
