@@ -20,10 +20,25 @@ class GenGSCLI(LightningCLI):
 
     The schedule is a top-level ``temperature`` group (``--temperature.kind exponential``), not an
     entry of ``trainer.callbacks``, so that a config that lists other callbacks cannot drop it.
+    ``--test_after_fit true`` makes ``fit`` also test the best checkpoint.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(TemperatureSchedule, "temperature")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, run the test loop on the best checkpoint (or the final weights without one).",
+        )
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint when ``test_after_fit`` is set, so one command trains and tests."""
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:

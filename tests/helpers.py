@@ -32,3 +32,24 @@ class RecordNoise(pl.Callback):
         state = torch.get_rng_state()
         Path(f"noise_rank{trainer.global_rank}.txt").write_text(repr(torch.rand(4).tolist()))
         torch.set_rng_state(state)
+
+
+class AlternatingImages(pl.LightningDataModule):
+    """Validation images that alternate all-zero and all-one rows (``pattern="alternate"``), or only one kind.
+
+    Under DDP with two ranks the distributed sampler gives rank 0 the even rows and rank 1 the odd rows,
+    so a metric reduced over one rank only differs sharply from one reduced over both.
+    """
+
+    def __init__(self, pattern: str = "alternate", num_images: int = 400, data_dim: int = 64):
+        super().__init__()
+        self.pattern, self.num_images, self.data_dim = pattern, num_images, data_dim
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        rows = (
+            torch.arange(self.num_images) % 2
+            if self.pattern == "alternate"
+            else torch.full((self.num_images,), int(self.pattern == "ones"))
+        )
+        images = rows[:, None].float().expand(-1, self.data_dim).contiguous()
+        return torch.utils.data.DataLoader(images, batch_size=100)

@@ -52,7 +52,8 @@ def _workspace(numel: int, device: torch.device) -> Tensor | None:
         return None
     buffer = getattr(_scratch, "buffer", None)
     if buffer is None or buffer.numel() < numel:
-        buffer = _scratch.buffer = torch.empty(numel, dtype=torch.float64)
+        with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
+            buffer = _scratch.buffer = torch.empty(numel, dtype=torch.float64)
     return buffer[:numel]
 
 

@@ -99,6 +99,11 @@ class Prior(nn.Module):
         return {**self.structural, **{name: getattr(self, name) for name in self._free_names}}
 
     @property
+    def event_shape(self) -> torch.Size:
+        """Shape of one latent value: ``()`` for counts, ``(K,)`` for one-hot and multinomial vectors."""
+        return self.truncated(self.family.support_window(**self.structural) or Window(0, 0)).event_shape
+
+    @property
     def raw_size(self) -> int:
         """Encoder outputs per latent dimension that explicit inference needs for this family."""
         return self.family.raw_size(**self.params)

@@ -127,6 +127,12 @@ class TruncatedDiscrete(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
+        if self.window is not None:
+            index = value - self.window.low
+            inside = (index >= 0) & (index < self.num_outcomes) & (index == index.round())
+            index = index.clamp(0, self.num_outcomes - 1).long()
+            log_pmf, index = torch.broadcast_tensors(self.log_pmf, index.unsqueeze(-1))
+            return log_pmf.gather(-1, index[..., :1]).squeeze(-1).masked_fill(~inside, -math.inf)
         if self.outcomes.dim() == 1:
             match = value.unsqueeze(-1) == self.outcomes
         else:

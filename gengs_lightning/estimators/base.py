@@ -97,6 +97,10 @@ class Estimator(nn.Module, ABC):
         """The approximate posterior built from encoder outputs of shape ``(B, D, raw_size)``."""
 
     @abstractmethod
+    def prior_distribution(self, posterior: Distribution, prior: Prior) -> Distribution:
+        """The prior on the posterior's support: what the KL and importance weights compare against."""
+
+    @abstractmethod
     def raw_like(self, prior: Prior) -> Tensor:
         """Encoder outputs ``(*prior_batch, raw_size)`` whose posterior is the prior (e.g. to initialise)."""
 

@@ -69,6 +69,10 @@ class GenGSEstimator(Estimator):
     def posterior(self, params: Tensor, prior: Prior) -> TruncatedDiscrete:
         return self._tables(params, prior)[0]
 
+    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
+        """The prior truncated on the posterior's window (journal Proposition 6)."""
+        return prior.truncated(posterior.window)
+
     @abstractmethod
     def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
         """The posterior table and the prior on the same outcomes."""

@@ -2,5 +2,6 @@
 
 from gengs_lightning.models.base import DiscreteLatentModule
 from gengs_lightning.models.toy import ToyTask
+from gengs_lightning.models.vae import VAE
 
-__all__ = ["DiscreteLatentModule", "ToyTask"]
+__all__ = ["VAE", "DiscreteLatentModule", "ToyTask"]

@@ -75,6 +75,13 @@ class DiscreteLatentModule(pl.LightningModule):
     def objective(self, batch: Any, z: Tensor) -> Tensor:
         """Per-sample, per-example loss ``(S, B)`` at latent samples ``z`` of shape ``(S, B, D, *event)``."""
 
+    def encoder_parameters(self):
+        """Parameters that shape ``q(z | x)`` (whose gradient variance :class:`GradientMonitor` reports).
+
+        Defaults to all parameters; models with a separate decoder override it.
+        """
+        return self.parameters()
+
     # -- the shared machinery ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Give every DDP rank its own noise: rank ``r`` re-seeds torch with ``initial_seed + r``.
@@ -121,6 +128,35 @@ class DiscreteLatentModule(pl.LightningModule):
                 metric.update(values[metric_name])
                 self.log(f"{stage}/{metric_name}", metric, prog_bar=metric_name == "loss")
         return out
+
+    @torch.no_grad()
+    def importance_weighted_nll(self, batch: Any, num_samples: int, chunk_size: int = 50) -> Tensor:
+        """``-log p(x)`` per example by importance sampling with the discrete posterior as proposal.
+
+        ``log p(x) ~= logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K`` with
+        ``z_k ~ q(z | x)`` drawn exactly (no relaxation), ``log p(x | z) = -objective(x, z)`` and the
+        prior on the posterior's support (:meth:`Estimator.prior_distribution`). It is a stochastic
+        upper bound on ``-log p(x)`` of the discrete model that tightens as ``K`` grows (Burda et
+        al. 2016). Meaningful for models whose objective is a negative log-likelihood.
+
+        Args:
+            batch: A batch.
+            num_samples: Importance samples ``K`` per example.
+            chunk_size: Samples evaluated at once (bounds memory).
+
+        Returns:
+            The estimate per example, shape ``(B,)``.
+        """
+        params = self.encode(batch)
+        posterior = self.estimator.posterior(params, self.prior)
+        prior = self.estimator.prior_distribution(posterior, self.prior)
+        log_weights = []
+        for start in range(0, num_samples, chunk_size):
+            z = posterior.sample((min(chunk_size, num_samples - start),))
+            log_ratio = (prior.log_prob(z) - posterior.log_prob(z)).sum(-1)
+            log_weights.append(log_ratio - self.objective(batch, z))
+        log_weights = torch.cat(log_weights)
+        return math.log(num_samples) - log_weights.logsumexp(0)
 
     def log_now(self, metrics: dict[str, Tensor | float]) -> None:
         """Write occasional metrics straight to the loggers at the current global step.

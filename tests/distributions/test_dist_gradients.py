@@ -166,3 +166,12 @@ def test_negative_binomial_total_count_is_structural_and_refuses_gradients():
         TruncatedNegativeBinomial(total_count, logits=logits, window=10)
     table = TruncatedNegativeBinomial(total_count.detach(), logits=logits, window=10)
     assert torch.isfinite(table.log_pmf).all()
+
+
+def test_tables_built_under_inference_mode_do_not_break_later_training():
+    """Regression: the CPU scratch grid created under ``torch.inference_mode`` (Lightning's test loop)."""
+    with torch.inference_mode():
+        TruncatedPoisson(torch.full((500,), 2.0), 30)
+    rate = torch.full((600,), 2.0, requires_grad=True)
+    TruncatedPoisson(rate, 30).log_pmf[:, -1].sum().backward()
+    assert torch.isfinite(rate.grad).all()
