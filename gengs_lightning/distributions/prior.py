@@ -161,6 +161,10 @@ class Prior(nn.Module):
         """A member of the family built from encoder outputs ``raw`` of shape ``(*batch, raw_size)``."""
         return self.family.from_raw(raw, window, **self.structural)
 
+    def untruncated_posterior(self, raw: Tensor) -> Distribution:
+        """The untruncated family with parameters from encoder outputs (score-function estimators)."""
+        return self.family.untruncated(**self.family.params_from_raw(raw, **self.structural))
+
     def untruncated(self) -> Distribution:
         """The prior itself as a :mod:`torch.distributions` object (no truncation)."""
         return self.family.untruncated(**self.params)

@@ -6,6 +6,7 @@ from gengs_lightning.estimators.base import (
     Objective,
     check_num_samples,
     check_temperature,
+    inject_gradients,
 )
 from gengs_lightning.estimators.gengs import (
     GenGSEstimator,
@@ -26,4 +27,5 @@ __all__ = [
     "Objective",
     "check_num_samples",
     "check_temperature",
+    "inject_gradients",
 ]

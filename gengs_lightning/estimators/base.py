@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,21 @@ from gengs_lightning.distributions import Prior
 #: ``objective(z) -> loss``: latent samples of shape ``(S, B, D, *event)`` to per-sample, per-example
 #: losses of shape ``(S, B)`` (e.g. the negative log-likelihood ``-log p(x | z)`` of a VAE).
 Objective = Callable[[Tensor], Tensor]
+
+
+def inject_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Tensor:
+    """A zero-valued term whose backward pass writes ``grads`` into ``params``.
+
+    ``sum_p (p * g_p.detach()).sum() - (same).detach()``: adding it to a surrogate makes ``backward`` (and
+    DDP's gradient all-reduce) deliver a gradient the estimator computed itself, for instance the gradient
+    of a variance objective with respect to a control variate's parameters (REBAR, RELAX), without that
+    objective touching any other parameter.
+    """
+    terms = [(p * g.detach()).sum() for p, g in zip(params, grads, strict=True) if g is not None]
+    if not terms:
+        return torch.zeros(())
+    total = torch.stack(terms).sum()
+    return total - total.detach()
 
 
 def check_temperature(tau: float) -> float:
@@ -117,6 +133,14 @@ class Estimator(nn.Module, ABC):
         Returns:
             The samples, losses, KL and surrogate.
         """
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Optimizer settings for this estimator's own parameters (their parameter group), e.g. ``{"lr": 1e-3}``.
+
+        Estimators with learned baselines or control variates return their learning rate here; the model
+        puts those parameters in a separate group of its optimizer, so no model needs to know about them.
+        """
+        return {}
 
     def set_temperature(self, tau: float) -> None:
         """Write a new temperature into the buffer (in place, so devices and references stay valid)."""

@@ -78,9 +78,10 @@ class DiscreteLatentModule(pl.LightningModule):
     def encoder_parameters(self):
         """Parameters that shape ``q(z | x)`` (whose gradient variance :class:`GradientMonitor` reports).
 
-        Defaults to all parameters; models with a separate decoder override it.
+        Defaults to every parameter but the estimator's own; models with a separate decoder override it.
         """
-        return self.parameters()
+        own = {id(p) for p in self.estimator.parameters()}
+        return (p for p in self.parameters() if id(p) not in own)
 
     # -- the shared machinery ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -190,7 +191,16 @@ class DiscreteLatentModule(pl.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        """One optimizer with two parameter groups: the model's, and the estimator's own.
+
+        The estimator's parameters (baselines, control variates) get its
+        :meth:`~gengs_lightning.estimators.Estimator.optimizer_options` (e.g. its learning rate).
+        """
+        own = {id(p) for p in self.estimator.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in own]}]
+        if own:
+            groups.append({"params": list(self.estimator.parameters()), **self.estimator.optimizer_options()})
+        optimizer = self.optimizer_factory(groups)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}

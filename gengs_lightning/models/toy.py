@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import torch
@@ -87,14 +88,15 @@ class ToyTask(DiscreteLatentModule):
         return (wide.pmf[:, 0, :].T * losses).sum(0).mean()
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        if self.grad_every and self.global_step % self.grad_every == 0 and self.trainer.is_global_zero:
+            # before the step's own forward pass: measuring restores the estimator's state in place
+            self.log_now({f"train/{name}": value for name, value in self.gradient_statistics(batch).items()})
         surrogate = super().training_step(batch, batch_idx)
         with torch.no_grad():
             mean = self.estimator.posterior(self.encode(batch[:1]), self.prior).mean.reshape(-1)
         names = ["train/mean"] if mean.numel() == 1 else [f"train/mean_{j}" for j in range(mean.numel())]
         for name, value in zip(names, mean.float(), strict=True):
             self.log(name, value, batch_size=batch.shape[0])
-        if self.grad_every and self.global_step % self.grad_every == 0 and self.trainer.is_global_zero:
-            self.log_now({f"train/{name}": value for name, value in self.gradient_statistics(batch).items()})
         return surrogate
 
     def gradient_draws(self, batch: Tensor, num_draws: int) -> Tensor:
@@ -104,6 +106,7 @@ class ToyTask(DiscreteLatentModule):
         the whole target vector, and since the surrogate is a mean over the ``M * K`` examples, the
         gradient of ``M`` times it with respect to replica ``m`` is draw ``m``.
         """
+        state = copy.deepcopy(self.estimator.state_dict())  # a stateful baseline must not learn from this
         with torch.enable_grad():
             replicas = self.raw.detach().expand(num_draws, -1).clone().requires_grad_()
             size = batch.shape[0]
@@ -111,6 +114,7 @@ class ToyTask(DiscreteLatentModule):
             targets = batch.repeat(num_draws, *([1] * (batch.dim() - 1)))
             out = self.estimator(params, partial(self.objective, targets), self.prior, kl=False)
             (draws,) = torch.autograd.grad(out.surrogate * num_draws, [replicas])
+        self.estimator.load_state_dict(state)
         return draws
 
     def gradient_statistics(self, batch: Tensor) -> dict[str, Tensor]:
