@@ -93,6 +93,20 @@ class Prior(nn.Module):
         except (TypeError, ValueError) as error:
             raise ValueError(f"invalid {family} prior {dict(params)}: {error}") from None
 
+    def with_params(self, **free: Tensor) -> Prior:
+        """The same family and structural parameters with other free parameters.
+
+        For conditional priors, e.g. the Poisson rates of a topic layer computed from the sample of the
+        layer above (NVPDEF): the parameters may be batch-shaped and require gradients, so the result
+        is neither validated nor cached and its tables are differentiable.
+        """
+        prior = Prior.__new__(Prior)
+        nn.Module.__init__(prior)
+        prior.family, prior.structural, prior._free_names, prior._cache = self.family, self.structural, list(free), None
+        for name, value in free.items():
+            object.__setattr__(prior, name, value)
+        return prior
+
     @property
     def params(self) -> dict[str, Tensor | float]:
         """All parameters by name: structural ones as given, free ones as buffers."""
@@ -147,7 +161,9 @@ class Prior(nn.Module):
         return self._cached(("table", window), lambda: self.family(**self.params, **kwargs, validate_args=False))
 
     def _cached(self, key: tuple, build):
-        """``build()`` memoised on ``key`` and the identity and version of every buffer."""
+        """``build()`` memoised on ``key`` and the identity and version of every buffer (not for conditional priors)."""
+        if self._cache is None:
+            return build()
         state = tuple((id(b), b._version) for b in self.buffers())
         hit = self._cache.get(key)
         if hit is not None and hit[0] == state:

@@ -1,0 +1,194 @@
+"""Neural variational Poisson deep exponential family topic model (NeurIPS Section 6.3, Figure 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from gengs_lightning.distributions import Prior
+from gengs_lightning.estimators import Estimator, EstimatorOutput
+from gengs_lightning.metrics import Perplexity, TopicCoherence
+from gengs_lightning.models.base import DiscreteLatentModule
+from gengs_lightning.models.vae import ACTIVATIONS, mlp
+
+
+class NVPDEF(DiscreteLatentModule):
+    """NVPDEF: Poisson topic counts per document, a multinomial logistic regression over the vocabulary.
+
+    Generative process with ``L`` layers of topic counts (``topics`` lists ``K_1, ..., K_L`` from the
+    bottom): ``z_L ~ prior`` (e.g. Poisson(lambda) per super-topic), ``z_l | z_{l+1} ~ Poisson(W_l
+    z_{l+1} + offset)`` with positive weights ``W_l = softplus(A_l)`` (super-topic to sub-topic, the
+    Poisson deep exponential family of Ranganath et al. 2015), and the words of a document
+    ``x ~ Multinomial(softmax(R z_1 + b))`` (multinomial logistic regression, NVDM). The inference
+    network maps the bag of words to ``q(z_l | x)`` for every layer (one shared MLP, one head per
+    layer). The loss per document is the negative ELBO; the KL of each layer is the estimator's (closed
+    form on the truncated window for GenGS) against the conditional prior given the sampled layer
+    above. Layers are estimated top-down: the top layer's objective is the lower layers' loss, passed
+    on with the lower layers' gradient (their surrogate), so any estimator works at every layer.
+
+    Logged: ``*/loss`` (negative ELBO per document), ``*/recon``, ``*/kl``, ``val/perplexity``,
+    ``test/perplexity`` (``exp(sum_d loss_d / sum_d N_d)``, exact under DDP), ``test/npmi`` (NPMI
+    coherence of every bottom topic's top words over the test documents), and every validation epoch
+    on rank zero a TensorBoard text table of each topic's top words.
+
+    Args:
+        estimator: Gradient estimator, used at every layer.
+        prior: Prior of the top layer's counts (a count family; ``poisson`` for more than one layer).
+        vocab_size: Number of words ``V`` (the data's vocabulary).
+        topics: Topic counts per layer from the bottom, e.g. ``[50]`` or ``[50, 20]``.
+        hidden: Hidden widths of the inference network.
+        activation: Hidden activation, one of ``relu, tanh, elu, leaky_relu, softplus, gelu``.
+        rate_offset: Added to the conditional rates ``W_l z_{l+1}`` so that they stay positive.
+        top_words: Words per topic shown and used for coherence.
+        optimizer: Optimizer factory.
+        lr_scheduler: Optional learning-rate scheduler factory.
+
+    Raises:
+        ValueError: For non-positive sizes, an unknown activation, or several layers with a non-Poisson prior.
+    """
+
+    objective_name = "recon"
+
+    def __init__(
+        self,
+        estimator: Estimator,
+        prior: Prior,
+        vocab_size: int = 2000,
+        topics: Sequence[int] = (50,),
+        hidden: Sequence[int] = (500, 500),
+        activation: str = "relu",
+        rate_offset: float = 0.01,
+        top_words: int = 10,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ):
+        super().__init__(estimator, prior, optimizer, lr_scheduler)
+        self.save_hyperparameters()
+        sizes = {"vocab_size": vocab_size, "top_words": top_words}
+        sizes.update({f"topics[{i}]": k for i, k in enumerate(topics)})
+        sizes.update({f"hidden[{i}]": w for i, w in enumerate(hidden)})
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not topics:
+            raise ValueError("topics needs at least one layer, got []")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+        if len(topics) > 1 and prior.family.family_name != "poisson":
+            raise ValueError(f"a multi-layer NVPDEF has Poisson layers; got a {prior.family.family_name} prior")
+        if not rate_offset > 0:
+            raise ValueError(f"rate_offset must be > 0, got {rate_offset!r}")
+        if top_words > vocab_size:
+            raise ValueError(f"top_words={top_words} exceeds vocab_size={vocab_size}")
+        self.vocab_size, self.topics, self.rate_offset = vocab_size, tuple(topics), rate_offset
+        raw_size = estimator.raw_size(prior)
+        self.inference = nn.Sequential(mlp([vocab_size, *hidden], activation), ACTIVATIONS[activation]())
+        self.heads = nn.ModuleList(nn.Linear(hidden[-1], k * raw_size) for k in self.topics)
+        self.decoder = nn.Linear(self.topics[0], vocab_size)
+        self.layer_weights = nn.ParameterList(
+            nn.Parameter(torch.full((lower, upper), -3.0))
+            for lower, upper in zip(self.topics, self.topics[1:], strict=False)
+        )
+        with torch.no_grad():
+            start = estimator.raw_like(prior).reshape(-1, raw_size)
+            for head, k in zip(self.heads, self.topics, strict=True):
+                head.bias.copy_(start.expand(k, raw_size).reshape(-1))
+        self.val_perplexity = Perplexity()
+        self.test_perplexity = Perplexity()
+        self.test_npmi = TopicCoherence(self.topics[0], top_words)
+        self.top_words = top_words
+
+    # -- the model ------------------------------------------------------------------------------------
+    def encoder_parameters(self):
+        yield from self.inference.parameters()
+        yield from self.heads.parameters()
+
+    def encode(self, batch: Tensor) -> list[Tensor]:
+        """Encoder outputs of every layer, ``(B, K_l, raw_size)`` from the bottom."""
+        if batch.dim() != 2 or batch.shape[-1] != self.vocab_size:
+            raise ValueError(
+                f"NVPDEF expects bags of words of shape (batch, {self.vocab_size}), got {tuple(batch.shape)}; "
+                "set model.vocab_size to the data's vocabulary size"
+            )
+        hidden = self.inference(torch.log1p(batch))
+        return [head(hidden).unflatten(-1, (k, -1)) for head, k in zip(self.heads, self.topics, strict=True)]
+
+    def objective(self, batch: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x | z_1)`` of the multinomial logistic regression (without the multinomial coefficient)."""
+        log_probs = F.log_softmax(self.decoder(z), dim=-1)
+        return -(batch * log_probs).sum(-1)
+
+    def estimate(self, batch: Tensor) -> EstimatorOutput:
+        return self._estimate_from(len(self.topics) - 1, self.encode(batch), batch, self.prior)
+
+    def _estimate_from(self, layer: int, params: list[Tensor], batch: Tensor, prior: Prior) -> EstimatorOutput:
+        """Estimate layers ``layer, ..., 0`` (top-down) given their encoder outputs and this layer's prior."""
+        if layer == 0:
+            objective = lambda z: self.objective(batch, z)  # noqa: E731
+        else:
+            objective = lambda z: self._lower_layers_loss(layer, z, params, batch)  # noqa: E731
+        return self.estimator(params[layer], objective, prior, kl=True)
+
+    def _lower_layers_loss(self, layer: int, z: Tensor, params: list[Tensor], batch: Tensor) -> Tensor:
+        """Loss of the layers below ``layer`` for samples ``z`` of it, ``(S, B)``, carrying their gradient.
+
+        The value is the lower layers' negative ELBO given ``z``; its gradient is the lower estimator's
+        surrogate gradient (for a pathwise estimator the same as the loss's own), so the upper estimator
+        can use it whatever the lower one is.
+        """
+        samples, size = z.shape[:2]
+        rates = z @ F.softplus(self.layer_weights[layer - 1]).T + self.rate_offset
+        conditional = self.prior.with_params(rate=rates.reshape(samples * size, -1))
+        repeated = [p.expand(samples, *p.shape).reshape(samples * size, *p.shape[1:]) for p in params[:layer]]
+        words = batch.expand(samples, *batch.shape).reshape(samples * size, -1)
+        out = self._estimate_from(layer - 1, repeated, words, conditional)
+        carrier = out.loss.detach() + (out.surrogate - out.surrogate.detach())
+        return carrier.reshape(samples, size)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
+        out = super().validation_step(batch, batch_idx)
+        self.val_perplexity.update(out.loss, batch.sum(-1))
+        self.log("val/perplexity", self.val_perplexity, prog_bar=True)
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        self.test_npmi.set_topics(self.topic_words())
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
+        out = super().test_step(batch, batch_idx)
+        self.test_perplexity.update(out.loss, batch.sum(-1))
+        self.test_npmi.update(batch)
+        self.log("test/perplexity", self.test_perplexity)
+        self.log("test/npmi", self.test_npmi)
+        return out
+
+    def topic_words(self) -> Tensor:
+        """The ``top_words`` word ids of every bottom topic, ``(K_1, top_words)``: largest weights of ``R``."""
+        return self.decoder.weight.detach().T.topk(self.top_words, dim=-1).indices
+
+    def topic_table(self, vocab: Sequence[str] | None = None) -> str:
+        """A markdown table of every bottom topic's top words (word ids without a vocabulary)."""
+        rows = ["| topic | top words |", "|---|---|"]
+        for k, ids in enumerate(self.topic_words().tolist()):
+            words = [vocab[i] if vocab is not None else str(i) for i in ids]
+            rows.append(f"| {k} | {' '.join(words)} |")
+        return "\n".join(rows)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        vocab = self._vocabulary()
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("val/topics", self.topic_table(vocab), self.global_step)
+
+    def _vocabulary(self) -> Sequence[str] | None:
+        vocab: Any = getattr(self.trainer.datamodule, "vocab", None) if self.trainer is not None else None
+        return vocab if vocab is not None and len(vocab) == self.vocab_size else None
