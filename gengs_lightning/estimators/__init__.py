@@ -15,8 +15,31 @@ from gengs_lightning.estimators.gengs import (
     GenGSNonparametric,
     GenGSStraightThrough,
 )
+from gengs_lightning.estimators.rao_blackwell import GenGSRB, RaoBlackwellEstimator, StoRB, UnOrd
+from gengs_lightning.estimators.score_function import (
+    NVIL,
+    VIMCO,
+    MuProp,
+    Reinforce,
+    ReinforceLOO,
+    ScoreFunctionEstimator,
+    UntruncatedPosterior,
+    untruncated_kl,
+)
 
 __all__ = [
+    "NVIL",
+    "VIMCO",
+    "GenGSRB",
+    "MuProp",
+    "RaoBlackwellEstimator",
+    "Reinforce",
+    "ReinforceLOO",
+    "ScoreFunctionEstimator",
+    "StoRB",
+    "UnOrd",
+    "UntruncatedPosterior",
+    "untruncated_kl",
     "Estimator",
     "EstimatorOutput",
     "GenGSEstimator",
