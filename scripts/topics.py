@@ -1,7 +1,7 @@
 """Print the top words of every topic of a trained NVPDEF checkpoint.
 
-    python scripts/topics.py logs/nvpdef_20news/version_0/checkpoints/last.ckpt --vocab data/20news/vocab.new
-    python scripts/topics.py <ckpt> --vocab <vocab.new> --top 15
+python scripts/topics.py logs/nvpdef_20news/version_0/checkpoints/last.ckpt --vocab data/20news/vocab.new
+python scripts/topics.py <ckpt> --vocab <vocab.new> --top 15
 """
 
 from __future__ import annotations
