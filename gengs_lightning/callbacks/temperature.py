@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_warn
 
 from gengs_lightning.estimators import check_temperature
 
@@ -70,6 +71,7 @@ class TemperatureSchedule(Callback):
         self.rate = rate
         self.total_steps = total_steps
         self.interval = interval
+        self._warned = False
 
     def temperature(self, step: int) -> float:
         """The temperature at global step ``step`` (needs ``tau0`` and, if used, ``total_steps`` set)."""
@@ -87,6 +89,11 @@ class TemperatureSchedule(Callback):
         estimator = getattr(pl_module, "estimator", None)
         if estimator is None or not hasattr(estimator, "set_temperature"):
             raise ValueError("TemperatureSchedule needs a model with an `estimator` (a DiscreteLatentModule)")
+        if getattr(estimator, "learns_temperature", False):
+            if not self._warned:
+                rank_zero_warn(f"{type(estimator).__name__} learns its own temperature; the schedule has no effect")
+                self._warned = True
+            return
         if self.tau0 is None:
             self.tau0 = float(estimator.tau)
         if self.total_steps is None and self.kind in ("linear", "cosine"):

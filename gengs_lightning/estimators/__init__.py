@@ -8,6 +8,7 @@ from gengs_lightning.estimators.base import (
     check_temperature,
     inject_gradients,
 )
+from gengs_lightning.estimators.control_variates import REBAR, RELAX, ControlVariateEstimator, conditional_gumbel
 from gengs_lightning.estimators.gengs import (
     GenGSEstimator,
     GenGSExplicit,
@@ -28,6 +29,10 @@ from gengs_lightning.estimators.score_function import (
 )
 
 __all__ = [
+    "REBAR",
+    "RELAX",
+    "ControlVariateEstimator",
+    "conditional_gumbel",
     "NVIL",
     "VIMCO",
     "GenGSRB",

@@ -98,6 +98,8 @@ class Estimator(nn.Module, ABC):
     """
 
     tau: Tensor
+    #: Whether the estimator sets its own temperature (REBAR and RELAX learn it); schedules then do nothing.
+    learns_temperature: bool = False
 
     def __init__(self, num_samples: int = 1, tau: float = 1.0):
         super().__init__()

@@ -80,3 +80,17 @@ def test_schedule_needs_a_model_with_an_estimator():
 
     with pytest.raises(ValueError, match="needs a model with an `estimator`"):
         TemperatureSchedule().on_train_batch_start(None, Plain(), None, 0)
+
+
+def test_schedule_leaves_an_estimator_that_learns_its_temperature_alone():
+    from gengs_lightning.estimators import REBAR
+
+    estimator = REBAR(window=60, tau=0.7)
+    task = ToyTask(estimator, Prior("poisson", {"rate": 20.0}), grad_every=0)
+    schedule = TemperatureSchedule("exponential", tau0=5.0, tau_min=2.0, rate=1.0)
+    trainer = pl.Trainer(
+        max_steps=3, callbacks=[schedule], logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    with pytest.warns(UserWarning, match="REBAR learns its own temperature; the schedule has no effect"):
+        trainer.fit(task, ToyTargets(num_targets=10))
+    assert estimator.tau.item() < 2.0  # the learned value (started at 0.7), not the schedule's (>= 2)
