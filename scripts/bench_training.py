@@ -4,7 +4,8 @@ Both run the same ``VAE`` module (784-512-256-20, Poisson(2) prior, GenGSImplici
 same estimator, optimizer (Adam) and batch size on the same DataLoader, for the same number of
 steps; the Lightning run uses the TensorBoard logger, the NaN checks and the metric logging of
 ``DiscreteLatentModule`` as a user gets them. Rounds alternate between the two to share machine noise;
-the best round of each is reported with the overhead ``lightning / plain - 1``.
+the best round of each is reported with the overhead ``lightning / plain - 1`` per step in steady state
+(from the second batch to the last) and, separately, the one-off set-up time before the first step.
 
     python scripts/bench_training.py                       # random binary images of MNIST's shape
     python scripts/bench_training.py --data-dir ../shared/data/mnist --steps 500
@@ -13,6 +14,7 @@ the best round of each is reported with the overhead ``lightning / plain - 1``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -45,34 +47,65 @@ def make_loader(data_dir: str | None, batch_size: int, steps: int) -> DataLoader
     return DataLoader(images[: batch_size * steps], batch_size=batch_size, shuffle=True, drop_last=True)
 
 
-def plain_loop(loader: DataLoader) -> float:
-    """Seconds per step of a hand-written loop: estimate, backward, optimizer step."""
+class _BatchClock(pl.Callback):
+    """Records the time at the start of every training batch."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter())
+
+
+def steady_seconds(times: list[float]) -> float:
+    """Seconds per step between the starts of the second and the last batch (first step excluded)."""
+    return (times[-1] - times[1]) / (len(times) - 2)
+
+
+def plain_loop(loader: DataLoader) -> tuple[float, float]:
+    """A hand-written loop (estimate, backward, optimizer step): seconds per step and set-up seconds."""
+    start = time.perf_counter()
     model = make_model().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
+    times = []
     for batch in loader:
+        times.append(time.perf_counter())
         optimizer.zero_grad()
         model.estimate(batch).surrogate.backward()
         optimizer.step()
-    return (time.perf_counter() - start) / len(loader)
+    return steady_seconds(times), times[0] - start
 
 
-def lightning_loop(loader: DataLoader) -> float:
-    """Seconds per step of ``Trainer.fit`` on the same loader, with the TensorBoard logger."""
-    model = make_model()
+class BareModule(pl.LightningModule):
+    """The same VAE in a minimal LightningModule (no logging, no checks): Lightning's own loop cost."""
+
+    def __init__(self):
+        super().__init__()
+        self.vae = make_model()
+
+    def training_step(self, batch, batch_idx):
+        return self.vae.estimate(batch).surrogate
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def lightning_loop(loader: DataLoader, bare: bool = False) -> tuple[float, float]:
+    """``Trainer.fit`` on the same loader with the TensorBoard logger: seconds per step and set-up seconds."""
+    clock = _BatchClock()
     with tempfile.TemporaryDirectory() as log_dir:
+        start = time.perf_counter()
         trainer = pl.Trainer(
             max_epochs=1,
             logger=pl.loggers.TensorBoardLogger(log_dir, default_hp_metric=False),
+            callbacks=[clock],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        start = time.perf_counter()
-        trainer.fit(model, loader)
-        seconds = time.perf_counter() - start
-    return seconds / len(loader)
+        trainer.fit(BareModule() if bare else make_model(), loader)
+    return steady_seconds(clock.times), clock.times[0] - start
 
 
 def main() -> None:
@@ -80,20 +113,29 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="folder with MNIST's IDX files (optional)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     loader = make_loader(args.data_dir, args.batch_size, args.steps)
     plain_loop(make_loader(None, args.batch_size, 20))  # warm up kernels and allocator
-    plain, lightning = [], []
+    plain, lightning, bare = [], [], []
     for _ in range(args.rounds):
         plain.append(plain_loop(loader))
         lightning.append(lightning_loop(loader))
-    best_plain, best_lightning = min(plain), min(lightning)
+        bare.append(lightning_loop(loader, bare=True))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, steps {len(loader)}")
-    print(f"plain PyTorch loop : {1 / best_plain:7.1f} steps/s  ({best_plain * 1e3:.2f} ms/step)")
-    print(f"Lightning Trainer  : {1 / best_lightning:7.1f} steps/s  ({best_lightning * 1e3:.2f} ms/step)")
-    print(f"Lightning overhead : {100 * (best_lightning / best_plain - 1):+.1f}%")
+    rows = [("plain PyTorch loop", plain), ("Lightning, bare module", bare), ("Lightning, gengs VAE", lightning)]
+    for label, runs in rows:
+        seconds = statistics.median(s for s, _ in runs)
+        ratios = [run / base for (run, _), (base, _) in zip(runs, plain, strict=True)]
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        print(
+            f"{label:<24}: {1 / seconds:7.1f} steps/s ({seconds * 1e3:.2f} ms/step); vs plain "
+            f"{100 * (statistics.median(ratios) - 1):+.1f}% (quartiles {100 * (quartiles[0] - 1):+.1f}% .. "
+            f"{100 * (quartiles[2] - 1):+.1f}%)"
+        )
+    setup = statistics.median(s for _, s in lightning), statistics.median(s for _, s in plain)
+    print(f"set-up before the first step (not in the above): Lightning {setup[0]:.2f} s, plain {setup[1]:.2f} s")
 
 
 if __name__ == "__main__":

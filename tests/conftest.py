@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
 
-import pytest
-from helpers import CONFIGS
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: small ops, no oversubscription
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from helpers import CONFIGS  # noqa: E402
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from gengs_lightning.estimators.gengs import (
     GenGSStraightThrough,
 )
 from gengs_lightning.estimators.rao_blackwell import GenGSRB, RaoBlackwellEstimator, StoRB, UnOrd
+from gengs_lightning.estimators.relaxations import IGR, GumbelSoftmax, IGRCategorical, fit_igr_prior
 from gengs_lightning.estimators.score_function import (
     NVIL,
     VIMCO,
@@ -29,6 +30,10 @@ from gengs_lightning.estimators.score_function import (
 )
 
 __all__ = [
+    "IGR",
+    "GumbelSoftmax",
+    "IGRCategorical",
+    "fit_igr_prior",
     "REBAR",
     "RELAX",
     "ControlVariateEstimator",

@@ -92,6 +92,8 @@ class ToyTask(DiscreteLatentModule):
             # before the step's own forward pass: measuring restores the estimator's state in place
             self.log_now({f"train/{name}": value for name, value in self.gradient_statistics(batch).items()})
         surrogate = super().training_step(batch, batch_idx)
+        if not self._logging_step():
+            return surrogate
         with torch.no_grad():
             mean = self.estimator.posterior(self.encode(batch[:1]), self.prior).mean.reshape(-1)
         names = ["train/mean"] if mean.numel() == 1 else [f"train/mean_{j}" for j in range(mean.numel())]
