@@ -371,7 +371,10 @@ def relax_features(weights: Tensor) -> Tensor:
     grid = torch.linspace(0.0, 1.0, n, dtype=weights.dtype, device=weights.device)
     position = weights @ grid
     concentration = weights.square().sum(-1)
-    entropy = -torch.special.xlogy(weights, weights).sum(-1) / math.log(n)
+    # w log w with log w floored at the smallest normal number: a weight that underflowed to 0 gets a
+    # finite gradient (xlogy's log(0) = -inf times the softmax's zero Jacobian would give NaN).
+    log_weights = weights.clamp_min(torch.finfo(weights.dtype).tiny).log()
+    entropy = -(weights * log_weights).sum(-1) / math.log(n)
     return torch.stack([position, concentration, entropy], -1)
 
 

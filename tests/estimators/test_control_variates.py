@@ -27,6 +27,7 @@ from gengs_lightning.estimators.control_variates import (
     RELAX,
     ControlVariateEstimator,
     conditional_gumbel,
+    relax_features,
 )
 from gengs_lightning.models import VAE, ToyTask
 
@@ -264,6 +265,18 @@ def test_conditional_scores_are_finite_with_zero_and_tiny_masses_and_reparameter
     uniform = torch.rand(5, 1, 4)
     shifted = conditional_gumbel(logits.detach() + 3.0, index, uniform)
     torch.testing.assert_close(shifted, conditional_gumbel(logits.detach(), index, uniform))
+
+
+def test_relax_features_have_finite_gradients_where_softmax_weights_underflow():
+    """A relaxed weight of exactly 0 (scores 200 apart at float32) must not turn the entropy's gradient into NaN."""
+    scores = torch.tensor([[0.0, -200.0, -5.0]], requires_grad=True)
+    weights = torch.softmax(scores, -1)
+    assert weights[0, 1] == 0
+    features = relax_features(weights)
+    entropy = -(weights[0, [0, 2]] * weights[0, [0, 2]].log()).sum() / math.log(3)
+    torch.testing.assert_close(features[0, 2], entropy)
+    (grad,) = torch.autograd.grad(features.sum(), scores)
+    assert torch.isfinite(grad).all() and grad[0, 0] != 0
 
 
 # --------------------------------------------------------------------------------------------------
