@@ -32,6 +32,7 @@ evaluates the objective there only: validation and test losses are those of the 
 from __future__ import annotations
 
 import itertools
+from abc import abstractmethod
 from functools import lru_cache
 
 import torch
@@ -235,6 +236,7 @@ class RaoBlackwellEstimator(Estimator):
         stats.update(extra_stats)
         return EstimatorOutput(sample, value, kl_term, loss, surrogate, posterior, stats)
 
+    @abstractmethod
     def _train_forward(
         self, posterior: TruncatedDiscrete, objective: Objective, batch: int
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
@@ -243,7 +245,6 @@ class RaoBlackwellEstimator(Estimator):
         The estimate's gradient is the estimator's gradient of ``E f`` (encoder and model parameters);
         its value is irrelevant.
         """
-        raise NotImplementedError
 
     def _evaluate(self, objective: Objective, configs: Tensor, batch: int) -> Tensor:
         """``objective(configs)`` for ``configs`` of shape ``(S', B, D, *event)``, checked to be ``(S', B)``.
@@ -276,20 +277,20 @@ class _SetEstimator(RaoBlackwellEstimator):
     ``d``) for the model's parameters.
     """
 
+    @abstractmethod
     def _shape(self) -> tuple[int, int]:
         """Independent repetitions ``R`` and draws per dimension ``k``."""
-        raise NotImplementedError
 
     def _num_exact(self) -> int:
         """How many of the ``k`` draws are weighted exactly (logged as the mean mass ``rb_mass``)."""
         return self._shape()[1]
 
+    @abstractmethod
     def _weights(self, log_pmf: Tensor, index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """``(a, beta)`` from float64 ``log_pmf`` ``(R, B, D, n)``, ``index`` and ``values`` ``(R, B, D, k)``.
 
         ``a`` is ``(R, B, D, k)``; ``beta`` broadcasts to it.
         """
-        raise NotImplementedError
 
     def _reported(self, outcomes: Tensor, index: Tensor) -> Tensor:
         """The samples to report ``(S, B, D, *event)`` (their first row must be the exact sample ``z``)."""

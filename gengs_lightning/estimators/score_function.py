@@ -15,12 +15,14 @@ discrete samples and the score ``grad log q(z)``, with a control variate to redu
 
 **Which distribution they sample from.** The encoder gives the family's parameters exactly as for
 :class:`~gengs_lightning.estimators.GenGSExplicit` (``raw_size = prior.raw_size``, e.g.
-``rate = softplus(raw)``). By default (``truncated=False``) samples come from the *untruncated* family
+``rate = softplus(raw)``). By default (``truncation=None``) samples come from the *untruncated* family
 (:meth:`Prior.untruncated_posterior`, wrapped in :class:`UntruncatedPosterior`) and the KL is the
-closed form between the untruncated posterior and prior (:func:`untruncated_kl`). With
-``truncated=True`` they come from the family truncated on the window (the table GenGS relaxes) and the
+closed form between the untruncated posterior and prior (:func:`untruncated_kl`). With a
+``truncation`` window they come from the family truncated on it (the table GenGS relaxes) and the
 KL is the one between the truncated posterior and the prior truncated on the same window (journal
-Proposition 6), so that a comparison with GenGS runs on one support.
+Proposition 6), so that a comparison with GenGS runs on one support. The argument is named
+``truncation`` rather than ``window`` so that swapping a GenGS estimator for one of these on the
+command line (``--model.estimator Reinforce``) drops GenGS's window instead of silently truncating.
 
 **Surrogates.** The returned ``surrogate`` has the value ``loss.mean()`` (so logs and finiteness checks
 read the loss) and the estimator's gradient: the score terms enter as ``x - x.detach()``. The decoder's
@@ -56,7 +58,7 @@ __all__ = [
     "untruncated_kl",
 ]
 
-WindowArg = int | tuple[int, int] | None
+TruncationArg = int | tuple[int, int] | Literal["auto"] | None
 BaselineKind = Literal["none", "moving_average"]
 BASELINES: tuple[str, ...] = ("none", "moving_average")
 
@@ -64,12 +66,6 @@ BASELINES: tuple[str, ...] = ("none", "moving_average")
 # --------------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------------
-
-
-def _check_bool(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _check_decay(decay: float) -> float:
@@ -272,35 +268,30 @@ class ScoreFunctionEstimator(Estimator):
 
     Sampling and KL:
 
-    * ``truncated=False`` (default): samples from the untruncated family
+    * ``truncation=None`` (default): samples from the untruncated family
       (:class:`UntruncatedPosterior`); KL between the untruncated posterior and prior in closed form
       (:func:`untruncated_kl`); :meth:`prior_distribution` is the untruncated prior.
-    * ``truncated=True``: samples from the family truncated on ``window`` (the table GenGS relaxes);
-      KL between the truncated posterior and the prior truncated on the same window (journal
-      Proposition 6); :meth:`prior_distribution` is that truncated prior. ``stats`` then report
-      ``trunc_n`` and ``trunc_tail_mass`` as GenGS does.
+    * ``truncation=n``, ``[a, b]`` or ``"auto"``: samples from the family truncated on that window
+      (``"auto"``: the whole support of a finite family, otherwise the smallest window holding
+      ``1 - 1e-6`` of the prior), the table GenGS relaxes; KL between the truncated posterior and the
+      prior truncated on the same window (journal Proposition 6); :meth:`prior_distribution` is that
+      truncated prior. ``stats`` then report ``trunc_n`` and ``trunc_tail_mass`` as GenGS does.
 
     Args:
         num_samples: Exact samples ``S`` per example.
-        window: Truncation level ``n`` or window ``[a, b]`` (only with ``truncated=True``; ``None``
-            takes the whole support of finite families and otherwise the smallest window holding
-            ``1 - 1e-6`` of the prior).
-        truncated: Sample from the truncated family instead of the untruncated one.
+        truncation: ``None`` for the untruncated family, or the truncation window: a level ``n``, a
+            pair ``[a, b]`` or ``"auto"``.
 
     Raises:
-        ValueError: For an invalid ``num_samples``, ``window`` or ``truncated``, or a window without
-            ``truncated=True``.
+        ValueError: For an invalid ``num_samples`` or ``truncation``, naming the value.
     """
 
-    def __init__(self, num_samples: int = 1, window: WindowArg = None, truncated: bool = False):
+    def __init__(self, num_samples: int = 1, truncation: TruncationArg = None):
         super().__init__(num_samples=num_samples)
-        self.truncated = _check_bool("truncated", truncated)
-        if window is not None and not truncated:
-            raise ValueError(
-                f"window={window!r} applies only with truncated=True (the untruncated family has no "
-                "window); pass truncated=True or leave window=None"
-            )
-        self.window = None if window is None else Window.of(window)
+        if isinstance(truncation, str) and truncation != "auto":
+            raise ValueError(f'truncation must be None, a level n >= 1, a pair [a, b] or "auto", got {truncation!r}')
+        self.truncated = truncation is not None
+        self.window = None if truncation in (None, "auto") else Window.of(truncation)
 
     # -- the posterior, the prior and the KL --------------------------------------------------------
     def raw_size(self, prior: Prior) -> int:
@@ -375,7 +366,8 @@ class ScoreFunctionEstimator(Estimator):
         return 0.0
 
     def extra_repr(self) -> str:
-        return f"num_samples={self.num_samples}, truncated={self.truncated}, window={self.window}"
+        truncation = (self.window or "auto") if self.truncated else None
+        return f"num_samples={self.num_samples}, truncation={truncation}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,7 +379,7 @@ class Reinforce(ScoreFunctionEstimator):
     """REINFORCE (Williams 1992): surrogate ``(f(z) - b).detach() log q(z) + f(z)`` per sample, plus the KL.
 
     Samples from the untruncated family and uses the closed-form untruncated KL by default; with
-    ``truncated=True`` samples from the family truncated on ``window`` and uses the truncated-window KL
+    a ``truncation`` window samples from the family truncated on it and uses the truncated-window KL
     (see :class:`ScoreFunctionEstimator`). The learning signal is the objective alone (the KL's
     gradient is exact).
 
@@ -400,8 +392,7 @@ class Reinforce(ScoreFunctionEstimator):
 
     Args:
         num_samples: Samples per example (their estimates are averaged).
-        window: Truncation window (with ``truncated=True``).
-        truncated: Sample from the truncated family.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
         baseline: ``"none"`` or ``"moving_average"``.
         decay: Decay of the moving average, in ``[0, 1)``.
 
@@ -415,12 +406,11 @@ class Reinforce(ScoreFunctionEstimator):
     def __init__(
         self,
         num_samples: int = 1,
-        window: WindowArg = None,
-        truncated: bool = False,
+        truncation: TruncationArg = None,
         baseline: BaselineKind = "moving_average",
         decay: float = 0.99,
     ):
-        super().__init__(num_samples=num_samples, window=window, truncated=truncated)
+        super().__init__(num_samples=num_samples, truncation=truncation)
         if not isinstance(baseline, str) or baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {', '.join(map(repr, BASELINES))}, got {baseline!r}")
         self.baseline = baseline
@@ -454,21 +444,20 @@ class ReinforceLOO(ScoreFunctionEstimator):
     ``S - 1``: ``(1/S) sum_s (f_s - mean_{j != s} f_j) grad log q(z_s)``, which equals
     ``1/(S - 1) sum_s (f_s - mean f) grad log q(z_s)``; unbiased because the baseline of a sample does
     not depend on it. Samples from the untruncated family with the closed-form untruncated KL by
-    default, from the truncated family with the truncated-window KL with ``truncated=True`` (see
+    default, from the truncated family with the truncated-window KL with a ``truncation`` window (see
     :class:`ScoreFunctionEstimator`).
 
     Args:
         num_samples: Samples per example, at least 2.
-        window: Truncation window (with ``truncated=True``).
-        truncated: Sample from the truncated family.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
 
     Raises:
         ValueError: For ``num_samples < 2``, naming the value.
     """
 
-    def __init__(self, num_samples: int = 4, window: WindowArg = None, truncated: bool = False):
+    def __init__(self, num_samples: int = 4, truncation: TruncationArg = None):
         _check_min_samples(type(self).__name__, num_samples, 2)
-        super().__init__(num_samples=num_samples, window=window, truncated=truncated)
+        super().__init__(num_samples=num_samples, truncation=truncation)
 
     def learning_signal(self, draw: ScoreFunctionDraw) -> Tensor:
         value = draw.value.detach()
@@ -501,13 +490,12 @@ class NVIL(ScoreFunctionEstimator):
     (:meth:`optimizer_options`). Logged: ``baseline_loss`` and ``signal_scale`` (``max(1, sqrt(v))``).
 
     Samples from the untruncated family with the closed-form untruncated KL by default, from the
-    truncated family with the truncated-window KL with ``truncated=True`` (see
+    truncated family with the truncated-window KL with a ``truncation`` window (see
     :class:`ScoreFunctionEstimator`).
 
     Args:
         num_samples: Samples per example.
-        window: Truncation window (with ``truncated=True``).
-        truncated: Sample from the truncated family.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
         baseline_hidden: Hidden width of the baseline MLP.
         baseline_lr: Learning rate of the baseline's parameters.
         decay: Decay of the running mean and variance, in ``[0, 1)``.
@@ -524,13 +512,12 @@ class NVIL(ScoreFunctionEstimator):
     def __init__(
         self,
         num_samples: int = 1,
-        window: WindowArg = None,
-        truncated: bool = False,
+        truncation: TruncationArg = None,
         baseline_hidden: int = 16,
         baseline_lr: float = 1e-3,
         decay: float = 0.9,
     ):
-        super().__init__(num_samples=num_samples, window=window, truncated=truncated)
+        super().__init__(num_samples=num_samples, truncation=truncation)
         if isinstance(baseline_hidden, bool) or not isinstance(baseline_hidden, int) or baseline_hidden < 1:
             raise ValueError(f"baseline_hidden must be an integer >= 1, got {baseline_hidden!r}")
         if isinstance(baseline_lr, bool) or not isinstance(baseline_lr, (int, float)) or not 0 < baseline_lr < math.inf:
@@ -608,17 +595,16 @@ class MuProp(ScoreFunctionEstimator):
     With ``z_bar = E_q[z]`` (held constant) and ``h(z) = f(z_bar) + f'(z_bar) . (z - z_bar)``, the
     estimate is ``[f(z) - h(z)] grad log q(z) + f'(z_bar) . grad E_q[z]``: the score term of the
     residual plus the control variate's expectation differentiated analytically through the encoder
-    (``E_q[z]`` is the untruncated family's mean, or the table's mean with ``truncated=True``);
+    (``E_q[z]`` is the untruncated family's mean, or the table's mean with a ``truncation`` window);
     unbiased for any ``z_bar`` that does not depend on the samples. The decoder gets ``grad f(z)`` at
     the samples. Costs one more objective evaluation (at ``z_bar``, shape ``(1, B, D, *event)``, so the
     objective must accept real-valued latents) and its derivative in ``z``. Samples from the
     untruncated family with the closed-form untruncated KL by default, from the truncated family with
-    the truncated-window KL with ``truncated=True`` (see :class:`ScoreFunctionEstimator`).
+    the truncated-window KL with a ``truncation`` window (see :class:`ScoreFunctionEstimator`).
 
     Args:
         num_samples: Samples per example.
-        window: Truncation window (with ``truncated=True``).
-        truncated: Sample from the truncated family.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
 
     Raises:
         ValueError: In ``forward``, if the objective at the mean does not return ``(1, B)``.
@@ -658,23 +644,22 @@ class VIMCO(ScoreFunctionEstimator):
     ``sum_s [L - L_{-s}] grad log q(z_s) + sum_s w~_s grad log w_s``, where ``w~`` are the normalised
     weights and ``L_{-s}`` replaces ``w_s`` by the geometric mean of the others. The reported ``loss``
     is the negative bound ``-L`` (in eval mode too), so it is not ``objective.mean(0) + kl``; ``kl``
-    is the analytic KL (untruncated closed form, or truncated-window KL with ``truncated=True``), for
+    is the analytic KL (untruncated closed form, or truncated-window KL with a ``truncation`` window), for
     information only: it is not part of the loss or its gradient. ``p`` is
     :meth:`prior_distribution`: the untruncated prior by default, the prior truncated on the window
-    with ``truncated=True`` (samples from the untruncated or truncated family accordingly).
+    with a ``truncation`` window (samples from the untruncated or truncated family accordingly).
 
     Args:
         num_samples: Samples per example, at least 2.
-        window: Truncation window (with ``truncated=True``).
-        truncated: Sample from the truncated family.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
 
     Raises:
         ValueError: For ``num_samples < 2``, naming the value.
     """
 
-    def __init__(self, num_samples: int = 5, window: WindowArg = None, truncated: bool = False):
+    def __init__(self, num_samples: int = 5, truncation: TruncationArg = None):
         _check_min_samples(type(self).__name__, num_samples, 2)
-        super().__init__(num_samples=num_samples, window=window, truncated=truncated)
+        super().__init__(num_samples=num_samples, truncation=truncation)
 
     def log_weights(self, draw: ScoreFunctionDraw) -> Tensor:
         """``log w_s`` ``(S, B)``, differentiable in the encoder output and the objective's parameters."""

@@ -62,10 +62,8 @@ TRUNCATION_WINDOW = 8  # the Poisson problem's truncated window [0, 7]
 def build(name: str, num_samples: int | None = None, truncated: bool = False, window=None, **kwargs):
     """The named estimator; with ``truncated``, on ``window`` (default: the family's first test window)."""
     cls, fixed, counts = ESTIMATORS[name]
-    options = {**fixed, **kwargs, "num_samples": num_samples or counts[0], "truncated": truncated}
-    if truncated:
-        options["window"] = window
-    return cls(**options)
+    truncation = ("auto" if window is None else window) if truncated else None
+    return cls(**{**fixed, **kwargs, "num_samples": num_samples or counts[0], "truncation": truncation})
 
 
 def family_window(family: str):
@@ -617,34 +615,31 @@ def test_leave_one_out_estimators_need_two_samples(cls):
     assert cls(num_samples=2).num_samples == 2
 
 
-@pytest.mark.parametrize("truncated", ["yes", 1, 0, None], ids=repr)
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
-def test_bad_truncated(cls, truncated):
-    with pytest.raises(ValueError, match=rf"truncated must be True or False, got {pattern(truncated)}"):
-        cls(truncated=truncated)
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
-def test_a_window_needs_truncation(cls):
-    with pytest.raises(ValueError, match=r"window=8 applies only with truncated=True"):
-        cls(window=8)
-    assert cls(window=8, truncated=True).window == Window(0, 7)
+def test_truncation_selects_the_sampled_family(cls):
+    assert not cls().truncated and cls().window is None
+    assert cls(truncation="auto").truncated and cls(truncation="auto").window is None
+    assert cls(truncation=8).truncated and cls(truncation=8).window == Window(0, 7)
+    assert cls(truncation=(2, 9)).window == Window(2, 9)
+    assert "truncation=[0, 7]" in repr(cls(truncation=8)) and "truncation=None" in repr(cls())
 
 
 @pytest.mark.parametrize(
-    ("window", "message"),
+    ("truncation", "message"),
     [
         (0, r"n must be an integer >= 1, got 0"),
         ((5, 3), r"\[5, 3\] is empty.*high >= low"),
         ((-1, 3), r"low must be >= 0.*got -1"),
-        ("8", r"truncation level n >= 1 or a pair \[low, high\].*got '8'"),
+        (True, r"truncation level n >= 1 or a pair \[low, high\].*got True"),
+        ("8", r'truncation must be None, a level n >= 1, a pair \[a, b\] or "auto", got \'8\''),
+        ("Auto", r'truncation must be None, a level n >= 1, a pair \[a, b\] or "auto", got \'Auto\''),
     ],
     ids=repr,
 )
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
-def test_bad_window(cls, window, message):
+def test_bad_truncation(cls, truncation, message):
     with pytest.raises(ValueError, match=message):
-        cls(window=window, truncated=True)
+        cls(truncation=truncation)
 
 
 @pytest.mark.parametrize("baseline", ["ema", "", None, 1, "Moving_Average"], ids=repr)
@@ -705,7 +700,7 @@ def test_muprop_objective_must_accept_one_sample_at_the_mean():
 @pytest.mark.parametrize("family", ["categorical", "multinomial"])
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
 def test_window_with_a_vector_family_fails_before_the_objective(cls, family):
-    estimator = cls(num_samples=2, window=4, truncated=True)
+    estimator = cls(num_samples=2, truncation=4)
     objective = SpyObjective()
     with pytest.raises(ValueError, match=rf"{family}.*takes no window, got"):
         estimator(torch.zeros(2, 1, 3), objective, make_prior(family))
@@ -714,7 +709,7 @@ def test_window_with_a_vector_family_fails_before_the_objective(cls, family):
 
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
 def test_window_beyond_the_binomial_support_fails_before_the_objective(cls):
-    estimator = cls(num_samples=2, window=30, truncated=True)
+    estimator = cls(num_samples=2, truncation=30)
     objective = SpyObjective()
     with pytest.raises(ValueError, match=r"window \[0, 29\] exceeds the binomial support \[0, 20\]"):
         estimator(torch.zeros(2, 1, 1), objective, make_prior("binomial"))
@@ -765,7 +760,7 @@ VAE_PRIORS = {
 def test_vae_trains_and_tests(name):
     """Three VAE steps on the digits, then the test loop (exact samples, importance-weighted NLL)."""
     torch.manual_seed(0)
-    estimator = TRAINING[name]() if name != "vimco" else VIMCO(num_samples=2, window=24, truncated=True)
+    estimator = TRAINING[name]() if name != "vimco" else VIMCO(num_samples=2, truncation=24)
     model = VAE(
         estimator,
         Prior(*VAE_PRIORS[name]),
