@@ -60,8 +60,21 @@ def estimator_flags(name: str) -> list[str]:
 
 
 def toy_run(family: str, estimator: str, steps: int, out: Path) -> dict[str, list[tuple[int, float]]]:
-    """Train the toy task once; return its exact-loss and gradient-variance series."""
+    """Train the toy task once; return its exact-loss and gradient-variance series.
+
+    A run whose loss turns non-finite stops with the model's ``FloatingPointError``; it is reported
+    (``"diverged"``: the message) with the series logged up to then, and the comparison goes on.
+    """
     name = f"{family}_{estimator}"
+    try:
+        _toy_fit(family, estimator, steps, out, name)
+    except FloatingPointError as error:
+        print(f"{family} / {estimator} diverged: {error}")
+        return {**read_series(out / name, ["train/exact_loss", "train/grad_var"]), "diverged": str(error)}
+    return read_series(out / name, ["train/exact_loss", "train/grad_var"])
+
+
+def _toy_fit(family: str, estimator: str, steps: int, out: Path, name: str) -> None:
     cli_main(
         [
             "fit",
@@ -78,7 +91,6 @@ def toy_run(family: str, estimator: str, steps: int, out: Path) -> dict[str, lis
             f"--model.init_args.grad_every={max(1, steps // 20)}",
         ]
     )
-    return read_series(out / name, ["train/exact_loss", "train/grad_var"])
 
 
 def read_series(run_dir: Path, tags: list[str]) -> dict[str, list[tuple[int, float]]]:
@@ -88,7 +100,8 @@ def read_series(run_dir: Path, tags: list[str]) -> dict[str, list[tuple[int, flo
     (events,) = {p.parent for p in run_dir.rglob("events.out.tfevents.*")}
     accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags}
+    present = set(accumulator.Tags()["scalars"])
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] if tag in present else [] for tag in tags}
 
 
 def vae_step_seconds(estimator: str, steps: int) -> float:
@@ -162,7 +175,8 @@ def main() -> None:
         "# Estimator comparison",
         "",
         f"Toy task, {args.steps} steps per run; mean of log10 train/grad_var "
-        "over the run (lower is better). VAE: median time per training step relative to GenGSExplicit.",
+        "over the run (lower is better; a diverged run: over its steps before the non-finite loss). VAE: median "
+        "time per training step relative to GenGSExplicit.",
         "",
         header,
         "|" + "---|" * (len(args.families) + 2),
@@ -170,8 +184,10 @@ def main() -> None:
     for estimator in args.estimators:
         cells = []
         for family in args.families:
-            values = [v for _, v in results[(family, estimator)]["train/grad_var"] if v > 0]
-            cells.append(f"{statistics.mean(math.log10(v) for v in values):.2f}" if values else "-")
+            run = results[(family, estimator)]
+            values = [v for _, v in run["train/grad_var"] if v > 0]
+            cell = f"{statistics.mean(math.log10(v) for v in values):.2f}" if values else "-"
+            cells.append(f"{cell} (diverged)" if "diverged" in run else cell)
         ratio = f"{cost[estimator] / reference:.2f}x" if reference else "-"
         lines.append(f"| {estimator} | " + " | ".join(cells) + f" | {ratio} |")
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
