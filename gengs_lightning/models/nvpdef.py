@@ -32,10 +32,15 @@ class NVPDEF(DiscreteLatentModule):
     above. Layers are estimated top-down: the top layer's objective is the lower layers' loss, passed
     on with the lower layers' gradient (their surrogate), so any estimator works at every layer.
 
-    Logged: ``*/loss`` (negative ELBO per document), ``*/recon``, ``*/kl``, ``val/perplexity``,
-    ``test/perplexity`` (``exp(sum_d loss_d / sum_d N_d)``, exact under DDP), ``test/npmi`` (NPMI
+    Logged: ``*/loss`` (negative ELBO per document), ``*/recon``, ``*/kl``, ``val/perplexity`` and
+    ``test/perplexity`` (``exp(sum_d loss_d / sum_d N_d)``, exact under DDP), ``val/perplexity_doc`` and
+    ``test/perplexity_doc`` (``exp(mean_d loss_d / N_d)``, the per-document average that NVDM and the
+    paper's Table 2 report: journal Section 6.3, "D is the total number of documents"), ``test/npmi`` (NPMI
     coherence of every bottom topic's top words over the test documents), and every validation epoch
-    on rank zero a TensorBoard text table of each topic's top words.
+    on rank zero a TensorBoard text table of each topic's top words. With more than one layer,
+    ``*/recon`` and ``*/kl`` are the top layer's terms: ``*/kl`` its KL, ``*/recon`` its objective, i.e.
+    the negative ELBO of the layers below given its counts (the reconstruction plus the lower layers'
+    KL); ``*/loss`` and the perplexities are always the whole model's.
 
     Args:
         estimator: Gradient estimator, used at every layer.
@@ -100,7 +105,9 @@ class NVPDEF(DiscreteLatentModule):
             for head, k in zip(self.heads, self.topics, strict=True):
                 head.bias.copy_(start.expand(k, raw_size).reshape(-1))
         self.val_perplexity = Perplexity()
+        self.val_perplexity_doc = Perplexity(per_document=True)
         self.test_perplexity = Perplexity()
+        self.test_perplexity_doc = Perplexity(per_document=True)
         self.test_npmi = TopicCoherence(self.topics[0], top_words)
         self.top_words = top_words
 
@@ -155,7 +162,9 @@ class NVPDEF(DiscreteLatentModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
         out = super().validation_step(batch, batch_idx)
         self.val_perplexity.update(out.loss, batch.sum(-1))
+        self.val_perplexity_doc.update(out.loss, batch.sum(-1))
         self.log("val/perplexity", self.val_perplexity, prog_bar=True)
+        self.log("val/perplexity_doc", self.val_perplexity_doc)
         return out
 
     def on_test_epoch_start(self) -> None:
@@ -164,8 +173,10 @@ class NVPDEF(DiscreteLatentModule):
     def test_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
         out = super().test_step(batch, batch_idx)
         self.test_perplexity.update(out.loss, batch.sum(-1))
+        self.test_perplexity_doc.update(out.loss, batch.sum(-1))
         self.test_npmi.update(batch)
         self.log("test/perplexity", self.test_perplexity)
+        self.log("test/perplexity_doc", self.test_perplexity_doc)
         self.log("test/npmi", self.test_npmi)
         return out
 

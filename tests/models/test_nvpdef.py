@@ -62,7 +62,7 @@ def test_trains_validates_and_tests_with_topics_and_perplexity(tmp_path, topics,
     assert table.startswith("| topic | top words |") and "word" in table
 
 
-def test_perplexity_is_exp_of_the_loss_per_word(tmp_path):
+def test_perplexity_is_exp_of_the_loss_per_word_and_per_document(tmp_path):
     torch.manual_seed(0)
     model = tiny_model(GenGSExplicit(window=8, tau=0.5))
     data = BagOfWords(str(write_corpus(tmp_path / "corpus")), val_size=20, eval_batch_size=7)
@@ -71,6 +71,9 @@ def test_perplexity_is_exp_of_the_loss_per_word(tmp_path):
     # test/loss is the mean per-document loss and the perplexity uses the same losses: exp(sum loss / words)
     expected = math.exp(result["test/loss"] * documents.shape[0] / documents.sum().item())
     assert result["test/perplexity"] == pytest.approx(expected, rel=1e-5)
+    # every document has 20 words, so the per-document average (NVDM, paper Table 2) is the same number
+    assert (documents.sum(-1) == 20).all()
+    assert result["test/perplexity_doc"] == pytest.approx(expected, rel=1e-5)
 
 
 def exact_stacked_loss(model: NVPDEF, x: torch.Tensor) -> torch.Tensor:
