@@ -9,7 +9,7 @@ from helpers import REPO
 
 
 def test_table_with_variance_per_family_and_vae_cost(tmp_path, monkeypatch, capsys):
-    argv = ["compare_estimators.py", "--estimators", "GenGSExplicit", "Reinforce", "VIMCO"]
+    argv = ["compare_estimators.py", "--estimators", "GenGSExplicit", "Reinforce", "VIMCO", "GenGSNonparametric"]
     argv += ["--families", "poisson", "multinomial", "--steps", "20", "--vae-steps", "2", "--out", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO / "scripts" / "compare_estimators.py"), run_name="__main__")
@@ -21,6 +21,8 @@ def test_table_with_variance_per_family_and_vae_cost(tmp_path, monkeypatch, caps
         assert -10 < float(poisson) < 10 and -10 < float(multinomial) < 10
         assert cost.endswith("x") and float(cost[:-1]) > 0
     assert rows["GenGSExplicit"][2] == "1.00x"
+    # nonparametric truncation needs a count family: the multinomial cell says so instead of stopping the run
+    assert rows["GenGSNonparametric"][1] == "n/a" and float(rows["GenGSNonparametric"][0]) < 10
     # the score-function variance on Poisson(20) is well above GenGS's (paper Figure 3; 14x in this run)
     assert float(rows["Reinforce"][0]) > float(rows["GenGSExplicit"][0]) + 0.5  # 3x
     for png in ("toy_loss.png", "toy_variance.png"):
