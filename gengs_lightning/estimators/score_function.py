@@ -477,7 +477,10 @@ class NVIL(ScoreFunctionEstimator):
       tanh), summed over components, plus a learned constant. Its output layer starts at zero.
     * ``c`` and ``v``: running mean and variance of the residual ``f - b_psi(x)`` over past training
       steps (decay ``decay``; the first step sets them), in the buffers ``signal_mean``,
-      ``signal_var``, ``signal_updates``; updated without gradient, in training mode only.
+      ``signal_var``, ``signal_updates``; updated without gradient, in training mode only. The first
+      training step has no statistics to use yet: its score signal is zero and it only sets ``c`` and
+      ``v``. (Used unnormalised, that one gradient can be orders of magnitude above the later ones and
+      dominate Adam's second-moment average for hundreds of steps: it stalled the toy Poisson task.)
 
     Both depend on ``x`` and past batches only, so the estimate is unbiased up to the positive factor
     ``1 / max(1, sqrt(v))`` on the score part (NVIL's variance normalisation: the encoder's score
@@ -559,6 +562,7 @@ class NVIL(ScoreFunctionEstimator):
         scale = self.signal_var.to(value).sqrt().clamp_min(1.0)
         residual = value - learned.detach()
         draw.stats["signal_scale"] = scale.clone()
+        warmed_up = (self.signal_updates > 0).to(value)  # before this step's update
         if self.training:
             with torch.no_grad():
                 batch_mean = residual.mean().to(self.signal_mean)
@@ -569,7 +573,7 @@ class NVIL(ScoreFunctionEstimator):
                 self.signal_mean.copy_(new_mean)
                 self.signal_var.copy_(new_var)
                 self.signal_updates.add_(1)
-        return (residual - centre) / scale
+        return warmed_up * (residual - centre) / scale
 
     def control_term(self, draw: ScoreFunctionDraw) -> Tensor:
         """The baseline's regression loss ``mean_S (f - c - b_psi(x))^2`` per example (zero-valued in the surrogate)."""

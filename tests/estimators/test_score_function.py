@@ -642,6 +642,20 @@ def test_bad_truncation(cls, truncation, message):
         cls(truncation=truncation)
 
 
+def test_nvil_first_training_step_only_initialises_the_normalisation():
+    """No statistics yet: zero score gradient on the first step, the normalised one from the second."""
+    torch.manual_seed(0)
+    estimator, prior = NVIL(), make_prior("poisson")
+    params = random_params(estimator, prior, BATCH, DIM)
+    grads = []
+    for _ in range(2):
+        out = estimator(params, quadratic_objective, prior, kl=False)
+        (grad,) = torch.autograd.grad(out.surrogate, params)
+        grads.append(grad)
+    assert torch.equal(grads[0], torch.zeros_like(params)) and grads[1].abs().sum() > 0
+    assert estimator.signal_updates.item() == 2 and estimator.signal_var.item() > 1
+
+
 @pytest.mark.parametrize("baseline", ["ema", "", None, 1, "Moving_Average"], ids=repr)
 def test_bad_reinforce_baseline(baseline):
     with pytest.raises(ValueError, match=rf"baseline must be one of 'none', 'moving_average', got {pattern(baseline)}"):
