@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from gengs_lightning.distributions import Prior
+from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
 
 #: ``objective(z) -> loss``: latent samples of shape ``(S, B, D, *event)`` to per-sample, per-example
 #: losses of shape ``(S, B)`` (e.g. the negative log-likelihood ``-log p(x | z)`` of a VAE).
@@ -176,3 +176,41 @@ class Estimator(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"num_samples={self.num_samples}, tau={self.tau.item():.4g}"
+
+
+#: A truncation window: a level ``n`` (``[0, n - 1]``), a pair ``[a, b]``, or ``None`` for the default.
+WindowArg = int | tuple[int, int] | None
+
+
+class TruncatedTableEstimator(Estimator):
+    """An estimator on the prior's family truncated on a window, parametrised as explicit GenGS.
+
+    The encoder gives the family's parameters (``raw_size = prior.raw_size``); the posterior is the
+    family truncated on ``window`` with the tails folded into the edge categories (journal Definition
+    3), and the prior the estimator compares against is the prior truncated on the same window
+    (journal Proposition 6). Subclasses give the estimate (:meth:`forward`).
+
+    Args:
+        window: Truncation level ``n`` or window ``[a, b]``; ``None`` takes the whole support of finite
+            families and otherwise the smallest window holding ``1 - 1e-6`` of the prior.
+        num_samples: Samples per example.
+        tau: Temperature.
+    """
+
+    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
+        super().__init__(num_samples=num_samples, tau=tau)
+        self.window = None if window is None else Window.of(window)
+
+    def raw_size(self, prior: Prior) -> int:
+        return prior.raw_size
+
+    def posterior(self, params: Tensor, prior: Prior) -> DiscreteFamily:
+        """The prior's family with the encoder's parameters, truncated on the window."""
+        return prior.posterior(params, prior.resolve_window(self.window))
+
+    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
+        """The prior truncated on the posterior's window (journal Proposition 6)."""
+        return prior.truncated(posterior.window)
+
+    def raw_like(self, prior: Prior) -> Tensor:
+        return prior.truncated(prior.resolve_window(self.window)).to_raw()

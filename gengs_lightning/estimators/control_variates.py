@@ -44,10 +44,14 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
-from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, inject_gradients
-
-WindowArg = int | tuple[int, int] | None
+from gengs_lightning.distributions import Prior
+from gengs_lightning.estimators.base import (
+    EstimatorOutput,
+    Objective,
+    TruncatedTableEstimator,
+    WindowArg,
+    inject_gradients,
+)
 
 
 def _uniform(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -107,7 +111,7 @@ def _check_lr(lr: float) -> float:
     return float(lr)
 
 
-class ControlVariateEstimator(Estimator):
+class ControlVariateEstimator(TruncatedTableEstimator):
     """Shared flow of REBAR and RELAX on the truncated table (see the module docstring).
 
     Samples: training and eval draw the exact discrete ``b`` from the posterior of the prior's family
@@ -144,25 +148,9 @@ class ControlVariateEstimator(Estimator):
     learns_temperature = True
 
     def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0, lr: float = 1e-3):
-        super().__init__(num_samples=num_samples, tau=tau)
-        self.window = None if window is None else Window.of(window)
+        super().__init__(window=window, num_samples=num_samples, tau=tau)
         self.lr = _check_lr(lr)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(float(self.tau))))
-
-    # -- the table, as explicit GenGS builds it -------------------------------------------------------
-    def raw_size(self, prior: Prior) -> int:
-        return prior.raw_size
-
-    def posterior(self, params: Tensor, prior: Prior) -> DiscreteFamily:
-        """The prior's family with the encoder's parameters, truncated on the window."""
-        return prior.posterior(params, prior.resolve_window(self.window))
-
-    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
-        """The prior truncated on the posterior's window (journal Proposition 6)."""
-        return prior.truncated(posterior.window)
-
-    def raw_like(self, prior: Prior) -> Tensor:
-        return prior.truncated(prior.resolve_window(self.window)).to_raw()
 
     def optimizer_options(self) -> dict[str, Any]:
         return {"lr": self.lr}

@@ -17,9 +17,7 @@ from gengs_lightning.distributions import (
     check_eps,
     quantile_window,
 )
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective
-
-WindowArg = int | tuple[int, int] | None
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg
 
 
 class GenGSEstimator(Estimator):

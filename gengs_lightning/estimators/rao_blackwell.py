@@ -40,16 +40,12 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from gengs_lightning.distributions import (
-    DiscreteFamily,
     Prior,
     TruncatedDiscrete,
-    Window,
     relaxed_outcome,
     sample_gumbel,
 )
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective
-
-WindowArg = int | tuple[int, int] | None
+from gengs_lightning.estimators.base import EstimatorOutput, Objective, TruncatedTableEstimator, WindowArg
 
 #: Largest set size of :class:`UnOrd`: its set probabilities enumerate the ``k!`` orderings.
 MAX_SET_SIZE = 6
@@ -165,7 +161,7 @@ def substitute(base: Tensor, alternatives: Tensor) -> Tensor:
     return configs.reshape(num_rep * dim * num_alt, batch, dim, *event)
 
 
-class RaoBlackwellEstimator(Estimator):
+class RaoBlackwellEstimator(TruncatedTableEstimator):
     """Shared machinery of the Rao-Blackwellised estimators on the truncated table.
 
     The posterior is the prior's family truncated on ``window`` (as :class:`GenGSExplicit`), the KL the
@@ -177,25 +173,6 @@ class RaoBlackwellEstimator(Estimator):
         num_samples: Samples per example (see the subclass).
         tau: Temperature (used by :class:`GenGSRB` only; kept by the others for a uniform interface).
     """
-
-    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
-        super().__init__(num_samples=num_samples, tau=tau)
-        self.window = None if window is None else Window.of(window)
-
-    # -- the table, as explicit GenGS builds it -------------------------------------------------------
-    def raw_size(self, prior: Prior) -> int:
-        return prior.raw_size
-
-    def posterior(self, params: Tensor, prior: Prior) -> DiscreteFamily:
-        """The prior's family with the encoder's parameters, truncated on the window."""
-        return prior.posterior(params, prior.resolve_window(self.window))
-
-    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
-        """The prior truncated on the posterior's window (journal Proposition 6)."""
-        return prior.truncated(posterior.window)
-
-    def raw_like(self, prior: Prior) -> Tensor:
-        return prior.truncated(prior.resolve_window(self.window)).to_raw()
 
     # -- the shared flow --------------------------------------------------------------------------------
     def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:

@@ -34,9 +34,8 @@ from torch.distributions import Distribution, kl_divergence
 from torch.special import log_ndtr
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg
 
-WindowArg = int | tuple[int, int] | None
 #: The IGR variants: identity, stick-breaking and planar flows before ``softmax++``.
 IGRVariant = Literal["I", "SB", "Planar"]
 VARIANTS: tuple[str, ...] = get_args(IGRVariant)
