@@ -22,7 +22,8 @@ closed form between the untruncated posterior and prior (:func:`untruncated_kl`)
 KL is the one between the truncated posterior and the prior truncated on the same window (journal
 Proposition 6), so that a comparison with GenGS runs on one support. The argument is named
 ``truncation`` rather than ``window`` so that swapping a GenGS estimator for one of these on the
-command line (``--model.estimator Reinforce``) drops GenGS's window instead of silently truncating.
+command line (``--model.estimator Reinforce``) drops GenGS's window: the baseline then samples the
+untruncated family unless given a ``truncation``.
 
 **Surrogates.** The returned ``surrogate`` has the value ``loss.mean()`` (so logs and finiteness checks
 read the loss) and the estimator's gradient: the score terms enter as ``x - x.detach()``. The decoder's
