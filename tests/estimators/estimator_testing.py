@@ -17,6 +17,7 @@ from gengs_lightning.estimators import (
     GenGSNonparametric,
     GenGSStraightThrough,
 )
+from gengs_lightning.models import VAE
 
 #: Unit roundoff of float32 / float64 (half the machine epsilon).
 U32 = torch.finfo(torch.float32).eps / 2
@@ -333,3 +334,9 @@ def assert_table_close(actual: Tensor, expected: np.ndarray, error: np.ndarray, 
 def reference_cdf(family: str, params: dict, support: int = REFERENCE_SUPPORT) -> Tensor:
     """``P(X <= k)`` for ``k = 0 .. support - 1``, float64 ``(*batch, support)`` (cumulative pmf sums)."""
     return _log_pmf_grid(family, params, support).exp().cumsum(-1)
+
+
+def digits_vae(estimator, prior: Prior | None = None, **kwargs):
+    """A small VAE on the 8x8 digits (4 latent dimensions, one hidden layer of 16) for smoke tests."""
+    prior = Prior("poisson", {"rate": 2.0}) if prior is None else prior
+    return VAE(estimator, prior, data_dim=64, latent_dim=4, encoder_hidden=(16,), image_shape=(8, 8), **kwargs)

@@ -15,7 +15,7 @@ import re
 import pytest
 import pytorch_lightning as pl
 import torch
-from estimators.estimator_testing import COUNT_FAMILIES, FAMILIES, U32, make_prior
+from estimators.estimator_testing import COUNT_FAMILIES, FAMILIES, U32, digits_vae, make_prior
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -29,7 +29,7 @@ from gengs_lightning.estimators.control_variates import (
     conditional_gumbel,
     relax_features,
 )
-from gengs_lightning.models import VAE, ToyTask
+from gengs_lightning.models import ToyTask
 
 CLASSES = {"REBAR": REBAR, "RELAX": RELAX}
 BATCH, DIM = 4, 2
@@ -656,14 +656,7 @@ def test_toy_task_fit(name):
 def test_vae_fit_on_digits(name):
     torch.manual_seed(0)
     estimator = CLASSES[name](window=16)
-    model = VAE(
-        estimator,
-        Prior("poisson", {"rate": 2.0}),
-        data_dim=64,
-        latent_dim=4,
-        encoder_hidden=(16,),
-        image_shape=(8, 8),
-    )
+    model = digits_vae(estimator)
     start = copy.deepcopy(estimator.state_dict())
     trainer = quiet_trainer(max_steps=3, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=Digits(batch_size=32))

@@ -17,7 +17,7 @@ import re
 import pytest
 import pytorch_lightning as pl
 import torch
-from estimators.estimator_testing import COUNT_FAMILIES, FAMILIES, U32, make_prior
+from estimators.estimator_testing import COUNT_FAMILIES, FAMILIES, U32, digits_vae, make_prior
 from torch import Tensor
 from torch.distributions import kl_divergence
 
@@ -26,7 +26,7 @@ from gengs_lightning.data import Digits, ToyTargets
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import EstimatorOutput
 from gengs_lightning.estimators.rao_blackwell import MAX_SET_SIZE, GenGSRB, StoRB, UnOrd, unordered_set_probabilities
-from gengs_lightning.models import VAE, ToyTask
+from gengs_lightning.models import ToyTask
 
 BATCH, DIM = 4, 2
 KINDS = {"storb": StoRB, "unord": UnOrd, "gengsrb": GenGSRB}
@@ -632,15 +632,7 @@ def test_toy_task_trains_and_round_trips_through_a_checkpoint(kind, tmp_path):
 @pytest.mark.parametrize("kind", TRAIN_ESTIMATORS)
 def test_vae_trains_on_digits(kind):
     torch.manual_seed(0)
-    model = VAE(
-        TRAIN_ESTIMATORS[kind](16),
-        Prior("poisson", {"rate": 2.0}),
-        data_dim=64,
-        latent_dim=4,
-        encoder_hidden=(16,),
-        image_shape=(8, 8),
-        iw_samples=5,
-    )
+    model = digits_vae(TRAIN_ESTIMATORS[kind](16), iw_samples=5)
     trainer = quiet_trainer(max_steps=3, limit_val_batches=1, num_sanity_val_steps=0)
     data = Digits(batch_size=32)
     trainer.fit(model, datamodule=data)

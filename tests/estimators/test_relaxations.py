@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from estimators.estimator_testing import FAMILIES, U32, linear_objective, make_prior, random_params
+from estimators.estimator_testing import FAMILIES, U32, digits_vae, linear_objective, make_prior, random_params
 from torch.distributions import Normal, kl_divergence
 
 from gengs_lightning.data import Digits, ToyTargets
@@ -29,7 +29,7 @@ from gengs_lightning.estimators.relaxations import (
     stick_breaking_remaining,
     stick_breaking_truncation,
 )
-from gengs_lightning.models import VAE, ToyTask
+from gengs_lightning.models import ToyTask
 
 BATCH, DIM = 4, 2
 
@@ -523,15 +523,7 @@ def test_toy_task_trains_with_gradient_statistics(name):
 @pytest.mark.parametrize("name", list(TRAINING))
 def test_vae_trains_on_digits(name):
     torch.manual_seed(0)
-    model = VAE(
-        TRAINING[name](16),
-        Prior("poisson", {"rate": 2.0}),
-        data_dim=64,
-        latent_dim=4,
-        encoder_hidden=(16,),
-        image_shape=(8, 8),
-        iw_samples=5,
-    )
+    model = digits_vae(TRAINING[name](16), iw_samples=5)
     trainer = quiet_trainer(max_steps=3, limit_val_batches=1, limit_test_batches=1, num_sanity_val_steps=0)
     data = Digits(batch_size=32, eval_batch_size=64)
     trainer.fit(model, datamodule=data)

@@ -15,7 +15,7 @@ import re
 import pytest
 import pytorch_lightning as pl
 import torch
-from estimators.estimator_testing import FAMILIES, U32, make_prior, quadratic_objective, random_params
+from estimators.estimator_testing import FAMILIES, U32, digits_vae, make_prior, quadratic_objective, random_params
 from estimators.score_function_testing import (
     exact_gradient,
     exact_loss,
@@ -41,7 +41,7 @@ from gengs_lightning.estimators.score_function import (
     UntruncatedPosterior,
     untruncated_kl,
 )
-from gengs_lightning.models import VAE, ToyTask
+from gengs_lightning.models import ToyTask
 
 #: Estimators by name: class, fixed arguments, and the sample counts of the contract tests.
 ESTIMATORS = {
@@ -775,15 +775,7 @@ def test_vae_trains_and_tests(name):
     """Three VAE steps on the digits, then the test loop (exact samples, importance-weighted NLL)."""
     torch.manual_seed(0)
     estimator = TRAINING[name]() if name != "vimco" else VIMCO(num_samples=2, truncation=24)
-    model = VAE(
-        estimator,
-        Prior(*VAE_PRIORS[name]),
-        data_dim=64,
-        latent_dim=4,
-        encoder_hidden=(16,),
-        image_shape=(8, 8),
-        iw_samples=5,
-    )
+    model = digits_vae(estimator, Prior(*VAE_PRIORS[name]), iw_samples=5)
     trainer = quiet_trainer(max_steps=3, limit_val_batches=1, limit_test_batches=1, num_sanity_val_steps=0)
     data = Digits(batch_size=32)
     trainer.fit(model, datamodule=data)
