@@ -1,14 +1,30 @@
-"""Training steps per second of the MNIST VAE under Lightning against a plain PyTorch loop.
+"""Training steps per second of the MNIST VAE under Lightning against a plain PyTorch loop, side by side.
 
-Both run the same ``VAE`` module (784-512-256-20, Poisson(2) prior, GenGSImplicit window 16), the
-same estimator, optimizer (Adam) and batch size on the same DataLoader, for the same number of
-steps; the Lightning run uses the TensorBoard logger, the NaN checks and the metric logging of
-``DiscreteLatentModule`` as a user gets them. Rounds alternate between the two to share machine noise;
-the best round of each is reported with the overhead ``lightning / plain - 1`` per step in steady state
-(from the second batch to the last) and, separately, the one-off set-up time before the first step.
+Both run the same ``VAE`` module (784-512-256-20, Poisson(2) prior, GenGSImplicit window 16, the model
+of configs/vae/mnist_poisson2.yaml), optimizer (Adam) and batch size on the same data. The two loops
+take turns step by step in one process: after every Lightning training step, a callback runs one step
+of a hand-written loop (next batch, zero the gradients, estimate, backward, optimizer step) on its own
+copy of the model, and times it. A Lightning step is the time from the start of one training batch
+to the start of the next, less the plain step run in between. On a shared machine, where other
+processes slow everything down for seconds at a time, both loops see the same slow spells, which
+separate runs of each do not.
+
+Three Lightning set-ups are measured, each against its own interleaved plain loop:
+
+* ``bare``: the VAE inside a minimal LightningModule with no logging (Lightning's own loop cost);
+* ``gengs``: the ``VAE`` as a ``DiscreteLatentModule`` (metric logging, NaN check) with the
+  TensorBoard logger;
+* ``cli``: ``gengs`` plus what the CLI adds to configs/vae/mnist_poisson2.yaml: the progress bar,
+  refreshed every ``--progress_bar_refresh_rate`` (10) steps, and the temperature schedule (the
+  config's GradientMonitor is left out: 20 extra estimator draws every 1000 steps are a measurement
+  the user asks for, not loop overhead);
+* ``every_step``: ``cli`` with the progress bar refreshed after every step (Lightning's default).
+
+The overhead is ``lightning / plain - 1`` of the summed step times (throughput) and of the median
+step, each the median over rounds with the quartiles. The first two steps of every run are left out.
 
     python scripts/bench_training.py                       # random binary images of MNIST's shape
-    python scripts/bench_training.py --data-dir ../shared/data/mnist --steps 500
+    python scripts/bench_training.py --data-dir ../shared/data/mnist --steps 1000
 """
 
 from __future__ import annotations
@@ -17,19 +33,25 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
+from gengs_lightning.callbacks import TemperatureSchedule
+from gengs_lightning.cli import DEFAULT_PROGRESS_BAR_REFRESH_RATE
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSImplicit
 from gengs_lightning.models import VAE
 
+SKIPPED_STEPS = 2
 
-def make_model(estimator_window: int = 16) -> VAE:
+
+def make_model() -> VAE:
     """The MNIST VAE of configs/vae/mnist_poisson2.yaml."""
-    return VAE(GenGSImplicit(window=estimator_window, tau=1.0), Prior("poisson", {"rate": 2.0}))
+    return VAE(GenGSImplicit(window=16, tau=1.0), Prior("poisson", {"rate": 2.0}))
 
 
 def make_loader(data_dir: str | None, batch_size: int, steps: int) -> DataLoader:
@@ -47,33 +69,41 @@ def make_loader(data_dir: str | None, batch_size: int, steps: int) -> DataLoader
     return DataLoader(images[: batch_size * steps], batch_size=batch_size, shuffle=True, drop_last=True)
 
 
-class _BatchClock(pl.Callback):
-    """Records the time at the start of every training batch."""
+class InterleavedPlainLoop(pl.Callback):
+    """Runs one timed step of a plain PyTorch loop after every Lightning training step.
 
-    def __init__(self):
-        self.times: list[float] = []
+    Attributes:
+        batch_starts: Time at the start of every Lightning training batch.
+        plain_seconds: Duration of every plain step (including fetching its batch).
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.model = make_model().train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.loader = loader
+        self.batches: Iterator[torch.Tensor] = iter(())
+        self.batch_starts: list[float] = []
+        self.plain_seconds: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.batches = iter(self.loader)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter())
+        self.batch_starts.append(time.perf_counter())
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        start = time.perf_counter()
+        plain_batch = next(self.batches)
+        self.optimizer.zero_grad()
+        self.model.estimate(plain_batch).surrogate.backward()
+        self.optimizer.step()
+        self.plain_seconds.append(time.perf_counter() - start)
 
-def steady_seconds(times: list[float]) -> float:
-    """Seconds per step between the starts of the second and the last batch (first step excluded)."""
-    return (times[-1] - times[1]) / (len(times) - 2)
-
-
-def plain_loop(loader: DataLoader) -> tuple[float, float]:
-    """A hand-written loop (estimate, backward, optimizer step): seconds per step and set-up seconds."""
-    start = time.perf_counter()
-    model = make_model().train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for batch in loader:
-        times.append(time.perf_counter())
-        optimizer.zero_grad()
-        model.estimate(batch).surrogate.backward()
-        optimizer.step()
-    return steady_seconds(times), times[0] - start
+    def step_pairs(self) -> tuple[list[float], list[float]]:
+        """Seconds of every Lightning step and of the plain step run after it (first steps left out)."""
+        starts, plain = self.batch_starts, self.plain_seconds
+        lightning = [starts[i + 1] - starts[i] - plain[i] for i in range(len(starts) - 1)]
+        return lightning[SKIPPED_STEPS:], plain[SKIPPED_STEPS : len(lightning)]
 
 
 class BareModule(pl.LightningModule):
@@ -90,52 +120,74 @@ class BareModule(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def lightning_loop(loader: DataLoader, bare: bool = False) -> tuple[float, float]:
-    """``Trainer.fit`` on the same loader with the TensorBoard logger: seconds per step and set-up seconds."""
-    clock = _BatchClock()
+SETUPS = {
+    "bare": "Lightning, bare module",
+    "gengs": "Lightning, gengs VAE",
+    "cli": "  + tau schedule, bar every 10",
+    "every_step": "  + tau schedule, bar every step",
+}
+
+
+def run(setup: str, loader: DataLoader) -> tuple[list[float], list[float]]:
+    """One ``Trainer.fit`` epoch of ``setup`` with the plain loop interleaved: both loops' step seconds."""
+    plain = InterleavedPlainLoop(loader)
+    callbacks: list[pl.Callback] = [plain]
+    with_cli_callbacks = setup in ("cli", "every_step")
+    if with_cli_callbacks:
+        refresh_rate = 1 if setup == "every_step" else DEFAULT_PROGRESS_BAR_REFRESH_RATE
+        callbacks += [TemperatureSchedule("exponential", tau_min=0.5, rate=3e-5), TQDMProgressBar(refresh_rate)]
     with tempfile.TemporaryDirectory() as log_dir:
-        start = time.perf_counter()
         trainer = pl.Trainer(
             max_epochs=1,
             logger=pl.loggers.TensorBoardLogger(log_dir, default_hp_metric=False),
-            callbacks=[clock],
+            callbacks=callbacks,
             enable_checkpointing=False,
-            enable_progress_bar=False,
+            enable_progress_bar=with_cli_callbacks,
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        trainer.fit(BareModule() if bare else make_model(), loader)
-    return steady_seconds(clock.times), clock.times[0] - start
+        trainer.fit(BareModule() if setup == "bare" else make_model(), loader)
+    return plain.step_pairs()
+
+
+def spread(percents: list[float]) -> str:
+    """Median with the quartiles, in percent."""
+    low, median, high = statistics.quantiles(percents, n=4) if len(percents) > 1 else percents * 3
+    return f"{median:+5.1f}% ({low:+.1f}% .. {high:+.1f}%)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder with MNIST's IDX files (optional)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=5, help="runs of every set-up, taking turns")
     args = parser.parse_args()
+    if args.steps < SKIPPED_STEPS + 3:
+        parser.error(f"--steps must be at least {SKIPPED_STEPS + 3}, got {args.steps}")
     torch.manual_seed(0)
     loader = make_loader(args.data_dir, args.batch_size, args.steps)
-    plain_loop(make_loader(None, args.batch_size, 20))  # warm up kernels and allocator
-    plain, lightning, bare = [], [], []
+    run("bare", make_loader(None, args.batch_size, 20))  # warm up kernels and allocator
+    totals: dict[str, list[float]] = {setup: [] for setup in SETUPS}
+    medians: dict[str, list[float]] = {setup: [] for setup in SETUPS}
+    seconds: dict[str, list[tuple[float, float]]] = {setup: [] for setup in SETUPS}
     for _ in range(args.rounds):
-        plain.append(plain_loop(loader))
-        lightning.append(lightning_loop(loader))
-        bare.append(lightning_loop(loader, bare=True))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, steps {len(loader)}")
-    rows = [("plain PyTorch loop", plain), ("Lightning, bare module", bare), ("Lightning, gengs VAE", lightning)]
-    for label, runs in rows:
-        seconds = statistics.median(s for s, _ in runs)
-        ratios = [run / base for (run, _), (base, _) in zip(runs, plain, strict=True)]
-        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        for setup in SETUPS:
+            lightning, plain = run(setup, loader)
+            totals[setup].append(100 * (sum(lightning) / sum(plain) - 1))
+            medians[setup].append(100 * (statistics.median(lightning) / statistics.median(plain) - 1))
+            seconds[setup].append((sum(lightning) / len(lightning), sum(plain) / len(plain)))
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"steps {len(loader)} per run, rounds {args.rounds}"
+    )
+    print(f"{'':31}  {'ms/step':>7}  {'plain':>6}  {'overhead of the total (quartiles)':<34}  of the median step")
+    for setup, label in SETUPS.items():
+        lightning_ms = 1e3 * statistics.median(run_seconds for run_seconds, _ in seconds[setup])
+        plain_ms = 1e3 * statistics.median(plain_seconds for _, plain_seconds in seconds[setup])
         print(
-            f"{label:<24}: {1 / seconds:7.1f} steps/s ({seconds * 1e3:.2f} ms/step); vs plain "
-            f"{100 * (statistics.median(ratios) - 1):+.1f}% (quartiles {100 * (quartiles[0] - 1):+.1f}% .. "
-            f"{100 * (quartiles[2] - 1):+.1f}%)"
+            f"{label:<31}: {lightning_ms:7.2f}  {plain_ms:6.2f}  {spread(totals[setup]):<34}  {spread(medians[setup])}"
         )
-    setup = statistics.median(s for _, s in lightning), statistics.median(s for _, s in plain)
-    print(f"set-up before the first step (not in the above): Lightning {setup[0]:.2f} s, plain {setup[1]:.2f} s")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from helpers import CONFIGS, REPO, event_dirs, read_scalars
+from pytorch_lightning.callbacks import ProgressBar
 
 from gengs_lightning.cli import main
 from gengs_lightning.estimators import GenGSExplicit, GenGSImplicit
@@ -197,6 +198,7 @@ def failure_text(args: list[str], capsys) -> str:
         ),
         ("poisson", "--temperature.tau_min=0", "tau must be a finite number > 0, got 0.0"),
         ("poisson", "--temperature.interval=0", "interval must be an integer >= 1, got 0"),
+        ("poisson", "--progress_bar_refresh_rate=-2", "-2 does not conform to restriction v>=0"),
     ],
 )
 def test_bad_input_fails_before_training(family, flag, message, toy_args, tmp_path, capsys):
@@ -210,6 +212,31 @@ def test_a_valid_swap_passes_the_same_harness(toy_args):
     cli = run(
         toy_args("poisson", "--model.estimator=gengs_lightning.estimators.GenGSNonparametric", "--trainer.max_steps=2")
     )
+    assert cli.trainer.global_step == 2
+
+
+def _progress_bars(cli) -> list[tuple[str, int]]:
+    return [(type(c).__name__, c.refresh_rate) for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], [("TQDMProgressBar", 10)]),
+        (["--progress_bar_refresh_rate=1"], [("TQDMProgressBar", 1)]),
+        (["--progress_bar_refresh_rate=0"], [("TQDMProgressBar", 0)]),
+        (["--trainer.enable_progress_bar=false", "--progress_bar_refresh_rate=3"], []),
+        (
+            ["--trainer.callbacks+=pytorch_lightning.callbacks.TQDMProgressBar", "--trainer.callbacks.refresh_rate=3"],
+            [("TQDMProgressBar", 3)],
+        ),
+    ],
+)
+def test_progress_bar_refresh_rate(flags, expected, tmp_path):
+    """One bar, refreshed every 10 steps by default; the flag, a disabled bar or a listed bar win."""
+    args = ["--config", str(CONFIGS / "toy" / "poisson.yaml"), f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cli = run([*args, "--trainer.max_steps=2", "--trainer.enable_model_summary=false", *flags])
+    assert _progress_bars(cli) == expected
     assert cli.trainer.global_step == 2
 
 
