@@ -181,12 +181,12 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
         f"steps {len(loader)} per run, rounds {args.rounds}"
     )
-    print(f"{'':31}  {'ms/step':>7}  {'plain':>6}  {'overhead of the total (quartiles)':<34}  of the median step")
+    print(f"{'':32}  {'ms/step':>7}  {'plain':>6}  {'overhead of the total (quartiles)':<34}  of the median step")
     for setup, label in SETUPS.items():
         lightning_ms = 1e3 * statistics.median(run_seconds for run_seconds, _ in seconds[setup])
         plain_ms = 1e3 * statistics.median(plain_seconds for _, plain_seconds in seconds[setup])
         print(
-            f"{label:<31}: {lightning_ms:7.2f}  {plain_ms:6.2f}  {spread(totals[setup]):<34}  {spread(medians[setup])}"
+            f"{label:<32}: {lightning_ms:7.2f}  {plain_ms:6.2f}  {spread(totals[setup]):<34}  {spread(medians[setup])}"
         )
 
 
