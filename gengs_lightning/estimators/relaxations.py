@@ -863,11 +863,22 @@ class IGR(Estimator):
         """The categorical the posterior Gaussian induces as ``tau -> 0`` (see :class:`IGRCategorical`)."""
         table = self._table(prior)
         loc, log_scale, flows = self._split(params, table.num_outcomes - 1)
+        return self._induced_categorical(loc, log_scale, flows, table.outcomes.to(params), table.window)
+
+    def _induced_categorical(
+        self,
+        loc: Tensor,
+        log_scale: Tensor,
+        flows: tuple[Tensor, Tensor, Tensor] | None,
+        outcomes: Tensor,
+        window: Window,
+    ) -> IGRCategorical:
+        """The categorical over ``outcomes`` that this estimator's Gaussian ``(loc, log_scale)`` induces."""
         return IGRCategorical(
             loc,
             log_scale,
-            table.outcomes.to(params),
-            table.window,
+            outcomes,
+            window,
             variant=self.variant,
             flows=flows,
             mc_samples=self.mc_samples,
@@ -917,17 +928,7 @@ class IGR(Estimator):
                 kl_term = gaussian_kl(loc, log_scale, loc0, log_scale0).sum(-1)
         loss = value.mean(0) + kl_term
         stats["trunc_tail_mass"] = table.tail_mass.detach().float().mean()
-        posterior = IGRCategorical(
-            loc,
-            log_scale,
-            outcomes,
-            table.window,
-            variant=self.variant,
-            flows=flows,
-            mc_samples=self.mc_samples,
-            quadrature_nodes=self.quadrature_nodes,
-            seed=self.seed,
-        )
+        posterior = self._induced_categorical(loc, log_scale, flows, outcomes, table.window)
         return EstimatorOutput(sample, value, kl_term, loss, loss.mean(), posterior, stats)
 
     def extra_repr(self) -> str:
