@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import runpy
 import statistics
@@ -74,6 +75,66 @@ def test_20news_config_trains_and_reports_test_perplexity(tmp_path):
     script = runpy.run_path(str(REPO / "scripts" / "topics.py"))
     table = script["topics"](str(checkpoint), str(TWENTY_NEWS / "vocab.new"), 5)
     assert table.count("\n") == 51 and table.splitlines()[2].count(" ") >= 5
+
+
+def _fit_small(tmp_path: Path, corpus: Path, *extra: str) -> Path:
+    """Fit the small NVPDEF for two steps on ``corpus``; returns its last checkpoint."""
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "nvpdef" / "20news.yaml"),
+            *SMALL,
+            f"--data.data_dir={corpus}",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1",
+            "--test_after_fit=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'fit'}",
+            *QUIET,
+            *extra,
+        ]
+    )
+    return next((tmp_path / "fit").rglob("last.ckpt"))
+
+
+def test_a_folder_with_only_the_test_file_is_tested(tmp_path):
+    corpus = write_alternating_corpus(tmp_path / "corpus")
+    checkpoint = _fit_small(tmp_path, corpus)
+    test_only = tmp_path / "test_only"
+    test_only.mkdir()
+    (test_only / "vocab.new").write_text((corpus / "vocab.new").read_text())
+    with gzip.open(test_only / "test.feat.gz", "wt") as file:
+        file.write((corpus / "test.feat").read_text())
+    perplexity = {}
+    for folder in (corpus, test_only):
+        args = ["--config", str(CONFIGS / "nvpdef" / "20news.yaml"), *SMALL, f"--data.data_dir={folder}"]
+        save_dir = f"--trainer.logger.init_args.save_dir={tmp_path / folder.name}"
+        cli = main(["test", *args, f"--ckpt_path={checkpoint}", save_dir, *QUIET])
+        assert cli.datamodule.num_test_docs == 200
+        perplexity[folder.name] = cli.trainer.callback_metrics["test/perplexity"].item()
+    assert perplexity["test_only"] == perplexity["corpus"]  # same documents, same seed
+
+
+@pytest.mark.parametrize("stage", ["fit", "test"])
+def test_a_vocabulary_size_mismatch_names_both_sizes_before_any_batch(tmp_path, stage):
+    corpus = write_alternating_corpus(tmp_path / "corpus")
+    expected = (
+        r"the model's vocab_size is 31 but the data's vocabulary \(BagOfWords\) has 30 words; "
+        r"set --model.init_args.vocab_size=30"
+    )
+    with pytest.raises(ValueError, match=expected):
+        main(
+            [
+                stage,
+                "--config",
+                str(CONFIGS / "nvpdef" / "20news.yaml"),
+                *SMALL,
+                "--model.init_args.vocab_size=31",
+                f"--data.data_dir={corpus}",
+                f"--trainer.logger.init_args.save_dir={tmp_path}",
+                *QUIET,
+            ]
+        )
 
 
 def _test_perplexity(tmp_path: Path, corpus: Path, checkpoint: Path, name: str, *extra: str) -> float:

@@ -188,6 +188,11 @@ def read_feat(path: str | Path, vocab_size: int) -> SparseCounts:
     )
 
 
+#: The splits each stage's loaders read: the validation split is held out of the training file, and
+#: the test file serves testing and prediction.
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
 class _Documents(Dataset):
     """Some rows of a :class:`SparseCounts`: an item is a row index, :meth:`collate` densifies a batch of them."""
 
@@ -211,9 +216,11 @@ class BagOfWords(pl.LightningDataModule):
 
     ``data_dir`` holds a training file, a test file and a vocabulary (see :func:`read_feat` and
     :func:`read_vocab`); each may also be stored gzipped as ``<name>.gz``. Nothing is read when the
-    module is built. :meth:`setup` reads the files into sparse storage and holds out ``val_size``
-    training documents, drawn by a permutation seeded with ``seed``, as the validation set; the test
-    file serves testing and prediction. Empty documents are skipped (their number is logged).
+    module is built. :meth:`setup` reads, into sparse storage, only the file its stage needs (once):
+    ``fit`` and ``validate`` the training file, of which ``val_size`` documents, drawn by a
+    permutation seeded with ``seed``, are held out as the validation set; ``test`` and ``predict``
+    the test file. So a folder with only the test file and the vocabulary can be evaluated. Empty
+    documents are skipped (their number is logged).
 
     A batch is a dense float32 tensor of word counts of shape ``(batch, vocab_size)``, built from the
     sparse rows when the batch is collated. Training batches are shuffled.
@@ -283,54 +290,67 @@ class BagOfWords(pl.LightningDataModule):
         """Number of words: the width of a batch. Readable before :meth:`setup`, like :attr:`vocab`."""
         return len(self.vocab)
 
-    def prepare_data(self) -> None:
-        """Check that the three files exist.
+    def setup(self, stage: str) -> None:
+        """Read the file that ``stage`` needs, unless an earlier call has read it.
+
+        Args:
+            stage: ``fit`` or ``validate`` (the training file, split into training and validation
+                documents), ``test`` or ``predict`` (the test file).
 
         Raises:
-            FileNotFoundError: Naming ``data_dir`` and the expected names of the first missing file.
+            ValueError: If ``stage`` is none of these, or ``val_size`` is not smaller than the number of
+                training documents.
+            FileNotFoundError: Naming ``data_dir`` and the expected names of a missing file.
         """
-        for name in (self.train_file, self.test_file, self.vocab_file):
-            self._path(name)
-
-    def setup(self, stage: str) -> None:
-        """Read the vocabulary and both files (once) and split off the validation set."""
-        if self._splits:
+        if stage not in _STAGE_SPLITS:
+            raise ValueError(f"BagOfWords.setup: unknown stage {stage!r}, expected one of {sorted(_STAGE_SPLITS)}")
+        if _STAGE_SPLITS[stage][0] in self._splits:
             return
-        train_path, test_path = self._path(self.train_file), self._path(self.test_file)
-        train, test = read_feat(train_path, self.vocab_size), read_feat(test_path, self.vocab_size)
-        logger.info(
-            "skipped empty documents: %d in %s, %d in %s", train.num_empty, train_path, test.num_empty, test_path
-        )
+        if stage in ("fit", "validate"):
+            self._read_training_file()
+        else:
+            test = self._read(self.test_file)
+            self._splits["test"] = _Documents(test, torch.arange(test.num_docs))
+
+    def _read(self, name: str) -> SparseCounts:
+        """Read the ``.feat`` file ``name`` of ``data_dir`` (or its ``.gz``) and log its empty documents."""
+        path = self._path(name)
+        counts = read_feat(path, self.vocab_size)
+        logger.info("skipped %d empty documents in %s", counts.num_empty, path)
+        return counts
+
+    def _read_training_file(self) -> None:
+        """Read the training file and hold out ``val_size`` of its documents as the validation split."""
+        train = self._read(self.train_file)
         if self.val_size >= train.num_docs:
             raise ValueError(
-                f"val_size must be smaller than the {train.num_docs} documents of {train_path}, got {self.val_size}"
+                f"val_size must be smaller than the {train.num_docs} documents of "
+                f"{self._path(self.train_file)}, got {self.val_size}"
             )
         permutation = torch.randperm(train.num_docs, generator=torch.Generator().manual_seed(self.seed))
-        self._splits = {
-            "train": _Documents(train, permutation[self.val_size :].sort().values),
-            "val": _Documents(train, permutation[: self.val_size].sort().values),
-            "test": _Documents(test, torch.arange(test.num_docs)),
-        }
+        self._splits["train"] = _Documents(train, permutation[self.val_size :].sort().values)
+        self._splits["val"] = _Documents(train, permutation[: self.val_size].sort().values)
 
     def _split(self, name: str) -> _Documents:
-        """The documents of split ``name``, after :meth:`setup`."""
-        if not self._splits:
-            raise RuntimeError(f"BagOfWords: call setup() before asking for the {name} split")
+        """The documents of split ``name``, after the :meth:`setup` of a stage that reads it."""
+        if name not in self._splits:
+            stages = " or ".join(f"setup({stage!r})" for stage, splits in _STAGE_SPLITS.items() if name in splits)
+            raise RuntimeError(f"BagOfWords: call {stages} before asking for the {name} split")
         return self._splits[name]
 
     @property
     def num_train_docs(self) -> int:
-        """Training documents (the validation set excluded); after :meth:`setup`."""
+        """Training documents (the validation set excluded); after ``setup("fit")``."""
         return len(self._split("train"))
 
     @property
     def num_val_docs(self) -> int:
-        """Validation documents (``val_size``); after :meth:`setup`."""
+        """Validation documents (``val_size``); after ``setup("fit")`` or ``setup("validate")``."""
         return len(self._split("val"))
 
     @property
     def num_test_docs(self) -> int:
-        """Test (and prediction) documents; after :meth:`setup`."""
+        """Test (and prediction) documents; after ``setup("test")`` or ``setup("predict")``."""
         return len(self._split("test"))
 
     def _loader(self, name: str, batch_size: int, shuffle: bool = False) -> DataLoader:

@@ -112,6 +112,21 @@ class NVPDEF(DiscreteLatentModule):
         self.top_words = top_words
 
     # -- the model ------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Check that ``vocab_size`` matches the datamodule's vocabulary, when it has one, before any batch.
+
+        Raises:
+            ValueError: Naming both sizes and the flag to set, if they differ.
+        """
+        super().setup(stage)
+        datamodule = self.trainer.datamodule if self.trainer is not None else None
+        data_size = getattr(datamodule, "vocab_size", None)
+        if data_size is not None and data_size != self.vocab_size:
+            raise ValueError(
+                f"the model's vocab_size is {self.vocab_size} but the data's vocabulary "
+                f"({type(datamodule).__name__}) has {data_size} words; set --model.init_args.vocab_size={data_size}"
+            )
+
     def encoder_parameters(self):
         yield from self.inference.parameters()
         yield from self.heads.parameters()

@@ -135,8 +135,8 @@ def test_nothing_is_read_when_built(tmp_path):
     BagOfWords(str(tmp_path / "missing"))  # no error
     data = BagOfWords(str(tmp_path / "later"), val_size=1)
     write_small_set(tmp_path / "later")  # the files appear after the module is built
-    data.prepare_data()
     data.setup("fit")
+    data.setup("test")
     assert (data.num_train_docs, data.num_val_docs, data.num_test_docs) == (2, 1, 3)
 
 
@@ -145,18 +145,59 @@ def test_vocab_size_before_setup_reads_only_the_vocabulary(tmp_path):
     data = BagOfWords(str(tmp_path))
     assert data.vocab_size == 4
     assert data.vocab == ["alpha", "beta", "gamma", "delta"]
-    with pytest.raises(RuntimeError, match="call setup"):
+    with pytest.raises(RuntimeError, match=r"call setup\('fit'\) before asking for the train split"):
         _ = data.num_train_docs
 
 
-@pytest.mark.parametrize("missing", ["train.feat", "test.feat", "vocab.new"])
-def test_missing_files_are_named(tmp_path, missing):
+@pytest.mark.parametrize(
+    ("stage", "present", "loaders"),
+    [
+        ("fit", "train.feat", ["train_dataloader", "val_dataloader"]),
+        ("validate", "train.feat", ["val_dataloader"]),
+        ("test", "test.feat.gz", ["test_dataloader"]),
+        ("predict", "test.feat.gz", ["predict_dataloader"]),
+    ],
+)
+def test_each_stage_reads_only_the_file_it_needs(tmp_path, stage, present, loaders):
+    """A folder with the vocabulary and only the one corpus file a stage uses is enough for that stage."""
+    write(tmp_path / "vocab.new", VOCAB)
+    write(tmp_path / present, FEAT, gzipped=present.endswith(".gz"))
+    data = BagOfWords(str(tmp_path), val_size=1, eval_batch_size=2)
+    data.setup(stage)
+    documents = torch.cat([batch for loader in loaders for batch in getattr(data, loader)()])
+    expected = EXPECTED[[2]] if stage == "validate" else EXPECTED  # the seed-0 split holds out document 2
+    assert sorted(documents.tolist()) == sorted(expected.tolist())
+    other = "test" if stage in ("fit", "validate") else "fit"
+    with pytest.raises(FileNotFoundError, match="has neither"):
+        data.setup(other)  # the other file is missing: it was never needed before
+
+
+def test_each_file_is_read_once_whatever_the_stages(tmp_path, caplog):
+    data = BagOfWords(str(write_small_set(tmp_path)), val_size=1)
+    caplog.set_level(logging.INFO, logger="gengs_lightning.data.bow")
+    for stage in ("fit", "validate", "test", "predict", "fit", "test"):
+        data.setup(stage)
+    read = [record.getMessage() for record in caplog.records if record.name == "gengs_lightning.data.bow"]
+    assert len(read) == 2 and read[0].endswith("train.feat") and read[1].endswith("test.feat")
+    assert (data.num_train_docs, data.num_val_docs, data.num_test_docs) == (2, 1, 3)
+
+
+def test_setup_rejects_an_unknown_stage(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"unknown stage 'training', expected one of \['fit', 'predict', 'test', 'validate'\]"
+    ):
+        BagOfWords(str(write_small_set(tmp_path))).setup("training")
+
+
+@pytest.mark.parametrize(
+    ("missing", "stages"), [("train.feat", ["fit", "validate"]), ("test.feat", ["test", "predict"]), ("vocab.new", [])]
+)
+def test_missing_files_are_named(tmp_path, missing, stages):
     write_small_set(tmp_path)
     (tmp_path / missing).unlink()
-    data = BagOfWords(str(tmp_path))
-    for step in (data.prepare_data, lambda: data.setup("fit")):
+    for stage in stages or ["fit", "validate", "test", "predict"]:
         with pytest.raises(FileNotFoundError) as error:
-            step()
+            BagOfWords(str(tmp_path)).setup(stage)
         assert str(error.value) == f"{tmp_path} has neither '{missing}' nor '{missing}.gz'"
 
 
@@ -165,12 +206,13 @@ def test_setup_logs_the_empty_documents_of_each_file(tmp_path, caplog, gzipped):
     data = BagOfWords(str(write_small_set(tmp_path, gzipped)), val_size=1)
     caplog.set_level(logging.INFO, logger="gengs_lightning.data.bow")
     data.setup("fit")
-    records = [record for record in caplog.records if record.name == "gengs_lightning.data.bow"]
-    assert len(records) == 1
+    data.setup("test")
+    records = [record.getMessage() for record in caplog.records if record.name == "gengs_lightning.data.bow"]
     suffix = ".gz" if gzipped else ""
-    message = records[0].getMessage()
-    assert f"2 in {tmp_path / ('train.feat' + suffix)}" in message
-    assert f"1 in {tmp_path / ('test.feat' + suffix)}" in message  # FEAT less its blank line: "1 " is left
+    assert records == [
+        f"skipped 2 empty documents in {tmp_path / ('train.feat' + suffix)}",
+        f"skipped 1 empty documents in {tmp_path / ('test.feat' + suffix)}",  # FEAT less its blank line: "1 " is left
+    ]
 
 
 @pytest.mark.parametrize(
@@ -211,8 +253,8 @@ def corpus_dir(tmp_path: Path) -> Path:
 
 def loaded(corpus_dir: Path, **kwargs) -> BagOfWords:
     data = BagOfWords(str(corpus_dir), **kwargs)
-    data.prepare_data()
     data.setup("fit")
+    data.setup("test")
     return data
 
 
@@ -315,8 +357,8 @@ def test_loads_a_file_set_in_the_rcv1_v2_layout(tmp_path):
     write(tmp_path / "train.feat.gz", train, gzipped=True)
     write(tmp_path / "test.feat.gz", "3 10000:1 10000:6\n", gzipped=True)
     data = BagOfWords(str(tmp_path), val_size=1, eval_batch_size=10)
-    data.prepare_data()
     data.setup("fit")
+    data.setup("test")
     assert data.vocab_size == 10_000
     assert data.vocab[9999] == "word10000"
     assert (data.num_train_docs, data.num_val_docs, data.num_test_docs) == (2, 1, 1)
@@ -360,8 +402,8 @@ def test_reads_the_prodlda_20news_corpus(name, num_docs, num_tokens, nonzeros):
 @needs_20news
 def test_the_prodlda_20news_corpus_through_the_datamodule():
     data = BagOfWords(str(PRODLDA_20NEWS))  # the files are gzipped: train.feat.gz, test.feat.gz
-    data.prepare_data()
     data.setup("fit")
+    data.setup("test")
     assert (data.num_train_docs, data.num_val_docs, data.num_test_docs) == (10_758, 500, 7_487)
     train = [*data.train_dataloader(), *data.val_dataloader()]
     assert sum(batch.sum().item() for batch in train) == 991_493
