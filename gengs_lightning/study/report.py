@@ -1,0 +1,286 @@
+"""Turn a study's result files into ``docs/results/<study>.md`` and PNG curves.
+
+The study file's ``report`` section lays the tables out (every key optional but ``rows``)::
+
+    report:
+      rows: estimator                  # axis (or list of axes) of the table's rows
+      columns: prior                   # axis of its columns; without it one column
+      metric: test/loss                # a tag's last value, or best:<tag> (its minimum over the curve)
+      label: test negative ELBO
+      also: [test/nll_iw]              # further tables, same layout
+      lower_is_better: true
+      digits: 2
+      highlight: [GenGSExplicit, GenGSImplicit]   # rows whose claim is tested against all others
+      paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
+      curve: val/loss                  # plotted per column, mean over the other axes (seeds)
+      curves_extra: [train/grad_var]   # kept by the runner and plotted on a log scale
+
+Every axis that is neither a row nor a column is a replicate axis (seeds): a cell is ``mean +- std``
+over its runs, with the number of runs; the best cell of a column is bold; a cell with diverged runs
+says how many (and averages the others), one with no finished run says ``diverged``, ``failed`` or
+``-``. With ``highlight``, each column gets a verdict: is the best highlighted row better than every
+other row by more than the seed-to-seed spread (mean + std against mean - std)?
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gengs_lightning.study.runner import Layout, read_result
+from gengs_lightning.study.spec import Run, Study
+
+
+def load_results(study: Study, budget: str, layout: Layout = Layout()) -> dict[str, dict[str, Any]]:
+    """Run id -> result for every run of the study that has a current (not stale) result file."""
+    results = {}
+    for run in study.runs(budget):
+        result = read_result(layout.result_file(run, budget))
+        if result is not None and result.get("args_hash") == run.args_hash:
+            results[run.id] = result
+    return results
+
+
+def metric_value(result: dict[str, Any], metric: str) -> float | None:
+    """``metric`` of a finished result: the last value of a tag, or ``best:<tag>`` its curve's minimum."""
+    if result["status"] != "done":
+        return None
+    if metric.startswith("best:"):
+        curve = result["curves"].get(metric[5:])
+        return min(value for _, value in curve) if curve else None
+    value = result["final"].get(metric)
+    return None if value is None or not math.isfinite(value) else value
+
+
+class Cell:
+    """The runs of one row and column: their metric values and how the others ended."""
+
+    def __init__(self, results: Sequence[dict[str, Any] | None], metric: str):
+        self.values = [v for r in results if r is not None and (v := metric_value(r, metric)) is not None]
+        self.diverged = sum(1 for r in results if r is not None and r["status"] == "diverged")
+        self.failed = sum(1 for r in results if r is not None and r["status"] == "failed")
+        self.expected = len(results)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def text(self, digits: int, bold: bool) -> str:
+        if not self.values:
+            if self.diverged:
+                return f"diverged ({self.diverged}/{self.expected})"
+            return "failed" if self.failed else "-"
+        body = f"{self.mean:.{digits}f}"
+        if len(self.values) > 1:
+            body += f" +- {self.std:.{digits}f}"
+        body = f"**{body}**" if bold else body
+        notes = [f"n={len(self.values)}"]
+        if self.diverged:
+            notes.append(f"{self.diverged} diverged")
+        if self.failed:
+            notes.append(f"{self.failed} failed")
+        return f"{body} ({', '.join(notes)})"
+
+
+class Arrangement:
+    """The study's runs arranged by the report's rows, columns and replicate axes."""
+
+    def __init__(self, study: Study, budget: str, results: dict[str, dict[str, Any]]):
+        spec = study.report
+        rows = spec.get("rows")
+        if rows is None:
+            raise ValueError(f"{study.path}: report.rows must name an axis of the grid ({', '.join(study.axes)})")
+        self.row_axes = [rows] if isinstance(rows, str) else list(rows)
+        self.column_axis = spec.get("columns")
+        for axis in [*self.row_axes, *([self.column_axis] if self.column_axis else [])]:
+            if axis not in study.axes:
+                raise ValueError(f"{study.path}: report axis {axis!r} is not in the grid ({', '.join(study.axes)})")
+        self.runs: list[Run] = study.runs(budget)
+        self.results = results
+        self.rows = list(dict.fromkeys(self.row_key(run) for run in self.runs))
+        self.columns = list(dict.fromkeys(self.column_key(run) for run in self.runs))
+
+    def row_key(self, run: Run) -> str:
+        return ", ".join(run.axes[a] for a in self.row_axes)
+
+    def column_key(self, run: Run) -> str:
+        return run.axes[self.column_axis] if self.column_axis else ""
+
+    def cell(self, row: str, column: str, metric: str) -> Cell:
+        members = [r for r in self.runs if self.row_key(r) == row and self.column_key(r) == column]
+        return Cell([self.results.get(r.id) for r in members], metric)
+
+    def runs_of(self, row: str, column: str) -> list[dict[str, Any]]:
+        members = [r for r in self.runs if self.row_key(r) == row and self.column_key(r) == column]
+        return [self.results[r.id] for r in members if r.id in self.results]
+
+
+def table(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
+    """Markdown lines of one table: rows by columns, the paper's number beside ours where it has one."""
+    digits = int(spec.get("digits", 2))
+    lower = bool(spec.get("lower_is_better", True))
+    paper = spec.get("paper") or {}
+    if arranged.column_axis is None and paper and not isinstance(next(iter(paper.values())), dict):
+        paper = {"": paper}
+    header = [" / ".join(arranged.row_axes)]
+    for column in arranged.columns:
+        header.append(column or metric)
+        if column in paper:
+            header.append(f"{column} (paper)" if column else "paper")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best = {}
+    for column in arranged.columns:
+        means = [c.mean for row in arranged.rows if (c := arranged.cell(row, column, metric)).mean is not None]
+        best[column] = (min(means) if lower else max(means)) if means else None
+    for row in arranged.rows:
+        cells = [row]
+        for column in arranged.columns:
+            cell = arranged.cell(row, column, metric)
+            cells.append(cell.text(digits, cell.mean is not None and cell.mean == best[column]))
+            if column in paper:
+                value = paper[column].get(row)
+                cells.append("" if value is None else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
+    """Per column, whether the best highlighted row beats every other row by more than the seed spread."""
+    highlight = set(spec.get("highlight") or ())
+    if not highlight:
+        return []
+    lower = bool(spec.get("lower_is_better", True))
+    digits = int(spec.get("digits", 2))
+    sign = 1.0 if lower else -1.0
+    lines = []
+    for column in arranged.columns:
+        cells = {row: arranged.cell(row, column, metric) for row in arranged.rows}
+        finished = {row: c for row, c in cells.items() if c.mean is not None}
+        ours = {row: c for row, c in finished.items() if row in highlight}
+        others = {row: c for row, c in finished.items() if row not in highlight}
+        where = f"{column}: " if column else ""
+        if not ours or not others:
+            lines.append(f"- {where}not enough finished runs for a verdict.")
+            continue
+        g_row, g = min(ours.items(), key=lambda item: sign * item[1].mean)
+        b_row, b = min(others.items(), key=lambda item: sign * item[1].mean)
+        margin = sign * (b.mean - g.mean) - (g.std + b.std)
+        answer = "yes" if margin > 0 else "no"
+        lines.append(
+            f"- {where}best of {', '.join(sorted(highlight))}: {g_row} {g.mean:.{digits}f} +- {g.std:.{digits}f}; "
+            f"best other: {b_row} {b.mean:.{digits}f} +- {b.std:.{digits}f}. Better by more than the seed spread: "
+            f"**{answer}**."
+        )
+    return lines
+
+
+def mean_curve(results: Sequence[dict[str, Any]], tag: str) -> list[tuple[int, float]]:
+    """The mean over runs of a curve, on the steps that every run has."""
+    curves = [dict(map(tuple, r["curves"][tag])) for r in results if tag in r.get("curves", {})]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(step, statistics.mean(c[step] for c in curves)) for step in steps]
+
+
+def plot(arranged: Arrangement, tag: str, path: Path, log_scale: bool) -> bool:
+    """One PNG per column: the mean curve of every row. ``False`` (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(1, len(arranged.columns), figsize=(6 * len(arranged.columns), 4.2), squeeze=False)
+    drawn = False
+    for axis, column in zip(axes[0], arranged.columns, strict=True):
+        curves = {row: mean_curve(arranged.runs_of(row, column), tag) for row in arranged.rows}
+        for row, curve in curves.items():
+            if curve:
+                axis.plot([s for s, _ in curve], [v for _, v in curve], label=row)
+        axis.set(xlabel="training step", ylabel=tag, title=column or tag)
+        if any(curves.values()):
+            drawn = True
+            axis.set_yscale("log" if log_scale else "linear")
+            axis.legend(fontsize="small")
+    if drawn:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return drawn
+
+
+def write_report(
+    study: Study, budget: str | None = None, layout: Layout = Layout(), out: Path = Path("docs/results")
+) -> Path:
+    """Write the study's markdown report (and PNGs beside it); return the markdown file's path."""
+    budget, budget_flags = study.budget(budget)
+    default_budget = budget == next(iter(study.budgets))
+    stem = study.name if default_budget else f"{study.name}_{budget}"
+    results = load_results(study, budget, layout)
+    arranged = Arrangement(study, budget, results)
+    spec = study.report
+    metric = spec.get("metric", "test/loss")
+    lines = [f"# {study.title}", ""]
+    if spec.get("description"):
+        lines += [str(spec["description"]).strip(), ""]
+    states = [r["status"] for r in results.values()]
+    total = len(arranged.runs)
+    lines += [
+        f"Study `{study.path.as_posix()}`, budget `{budget}` ({_flags_text(budget_flags)}): {len(results)} of {total} "
+        f"runs have results ({states.count('done')} done, {states.count('diverged')} diverged, "
+        f"{states.count('failed')} failed). Generated from `{(layout.results / study.name / budget).as_posix()}/` by "
+        f"`python -m gengs_lightning.study report {study.path.as_posix()}"
+        + ("" if default_budget else f" --budget {budget}")
+        + "`.",
+        "",
+        f"## {spec.get('label', metric)} (`{metric}`)",
+        "",
+        *table(arranged, metric, spec),
+        "",
+    ]
+    lines += verdicts(arranged, metric, spec)
+    for extra in spec.get("also") or ():
+        lines += ["", f"## `{extra}`", "", *table(arranged, extra, {**spec, "paper": None}), ""]
+    figures = []
+    for tag, log_scale in [(spec.get("curve"), False), *((t, True) for t in spec.get("curves_extra") or ())]:
+        if tag and plot(arranged, tag, out / stem / f"{tag.replace('/', '_')}.png", log_scale):
+            figures.append((tag, f"{stem}/{tag.replace('/', '_')}.png"))
+    if figures:
+        lines += ["", "## Curves (mean over seeds)", ""]
+        lines += [f"![{tag}]({file})" for tag, file in figures]
+    lines += ["", "## Runs", "", *_run_table(arranged)]
+    path = out / f"{stem}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _flags_text(flags: dict[str, str]) -> str:
+    return ", ".join(f"`{flag} {value}`" for flag, value in flags.items()) or "the configs' own"
+
+
+def _run_table(arranged: Arrangement) -> list[str]:
+    """Every run with its status, wall time and machine."""
+    lines = ["| run | status | wall time | machine |", "|---|---|---|---|"]
+    for run in arranged.runs:
+        result = arranged.results.get(run.id)
+        if result is None:
+            lines.append(f"| {run.id} | missing | | |")
+            continue
+        host = result["machine"]
+        device = host.get("gpu") or host.get("cpu")
+        lines.append(
+            f"| {run.id} | {result['status']} | {result['wall_time_s']:.0f} s | {device}, {host['threads']} thread(s), "
+            f"torch {host['torch']} |"
+        )
+    return lines

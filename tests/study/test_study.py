@@ -1,0 +1,250 @@
+"""The study runner: grids, skip-if-done, stale and failed runs, dry runs, merging and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import CONFIGS, REPO
+
+from gengs_lightning.study import Layout, Study, StudyError, merge, run_study, write_report
+from gengs_lightning.study.__main__ import main as study_main
+from gengs_lightning.study.runner import _status, pending, run_state, thin
+
+
+def write_study(path: Path, **changes) -> Path:
+    """A toy study: GenGSExplicit and Reinforce on Poisson, two seeds, a few steps."""
+    spec = {
+        "name": "tiny",
+        "title": "Tiny toy study",
+        "args": {"--trainer.log_every_n_steps": 2, "--trainer.enable_model_summary": False},
+        "budgets": {"smoke": {"--trainer.max_steps": 6}, "longer": {"--trainer.max_steps": 12}},
+        "grid": {
+            "family": {"poisson": {"--config": str(CONFIGS / "toy" / "poisson.yaml")}},
+            "estimator": {
+                "GenGSExplicit": {"--model.estimator": "gengs_lightning.estimators.GenGSExplicit"},
+                "Reinforce": {"--model.estimator": "gengs_lightning.estimators.Reinforce"},
+            },
+            "seed": {"flag": "--seed_everything", "values": [0, 1]},
+        },
+        "report": {
+            "rows": "estimator",
+            "columns": "family",
+            "metric": "train/loss",
+            "curve": "train/loss",
+            "highlight": ["GenGSExplicit"],
+            "paper": {"poisson": {"GenGSExplicit": 36.0}},
+        },
+    }
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_grid_expands_in_file_order_with_configs_first_and_later_flags_winning(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml", args={"--trainer.max_steps": 99, "--x": 1}))
+    runs = study.runs("smoke")
+    assert [r.id for r in runs] == [
+        "poisson/GenGSExplicit/seed0",
+        "poisson/GenGSExplicit/seed1",
+        "poisson/Reinforce/seed0",
+        "poisson/Reinforce/seed1",
+    ]
+    args = runs[1].args
+    assert args[:3] == ("fit", "--config", str(CONFIGS / "toy" / "poisson.yaml"))
+    assert "--trainer.max_steps=6" in args and "--trainer.max_steps=99" not in args  # the budget wins
+    assert "--seed_everything=1" in args and "--x=1" in args
+    assert runs[1].file_stem == "poisson__GenGSExplicit__seed1"
+    assert len({r.args_hash for r in runs}) == 4
+    overridden = study.runs("smoke", {"--x": "2"})
+    assert "--x=2" in overridden[0].args and overridden[0].args_hash != runs[0].args_hash
+    # the data folder is the machine's, not the run's: it does not change the hash
+    moved = study.runs("smoke", {"--data.data_dir": "/elsewhere"})
+    assert "--data.data_dir=/elsewhere" in moved[0].args and moved[0].args_hash == runs[0].args_hash
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"grid": {}}, "grid must name at least one axis"),
+        ({"budgets": {}}, "budgets must name at least one budget"),
+        ({"extra": 1}, "unknown key(s) ['extra']"),
+        ({"args": {"--trainer.logger.init_args.save_dir": "x"}}, "set by the study runner"),
+        ({"args": {"max_steps": 3}}, "is not a flag"),
+        ({"grid": {"seed": {"flag": "--seed_everything", "values": []}}}, "values must be a non-empty list"),
+    ],
+)
+def test_bad_study_files_are_refused_with_the_entry(tmp_path, change, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        Study.load(write_study(tmp_path / "bad.yaml", **change))
+
+
+def test_unknown_budget_names_the_accepted_ones(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    with pytest.raises(StudyError, match="no budget 'paper'; accepted: smoke, longer"):
+        study.runs("paper")
+
+
+def test_run_writes_results_skips_done_runs_and_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    layout = Layout(tmp_path / "results", tmp_path / "runs")
+    written = run_study(study, "smoke", layout, jobs=2, threads=1, only=["poisson/*/seed0"], log=lambda _: None)
+    assert sorted(r["run"] for r in written) == ["poisson/GenGSExplicit/seed0", "poisson/Reinforce/seed0"]
+    result = json.loads((layout.results / "tiny" / "smoke" / "poisson__GenGSExplicit__seed0.json").read_text())
+    assert result["status"] == "done" and result["axes"] == {
+        "family": "poisson",
+        "estimator": "GenGSExplicit",
+        "seed": "seed0",
+    }
+    assert result["config"]["model"]["init_args"]["estimator"]["class_path"].endswith("GenGSExplicit")
+    assert result["config"]["trainer"]["max_steps"] == 6 and result["config"]["seed_everything"] == 0
+    assert [step for step, _ in result["curves"]["train/loss"]][-1] == 5  # every logged step up to the last
+    assert result["final"]["train/loss"] == result["curves"]["train/loss"][-1][1]
+    assert result["machine"]["threads"] == 1 and result["machine"]["torch"]
+    assert result["wall_time_s"] > 0 and len(result["config_hash"]) == 16
+
+    # done runs are skipped; the other seed is still pending
+    again = run_study(study, "smoke", layout, only=["poisson/*/seed0"], log=lambda _: None)
+    assert again == []
+    assert [r.id for r in pending(study.runs("smoke"), "smoke", layout)] == [
+        "poisson/GenGSExplicit/seed1",
+        "poisson/Reinforce/seed1",
+    ]
+    # a changed study makes the old result stale: reported, not rerun unless asked
+    changed = Study.load(write_study(tmp_path / "tiny.yaml", args={"--trainer.log_every_n_steps": 3}))
+    assert run_state(changed.runs("smoke")[0], "smoke", layout) == "stale"
+    assert pending(changed.runs("smoke")[:1], "smoke", layout) == []
+    assert len(pending(changed.runs("smoke")[:1], "smoke", layout, rerun_stale=True)) == 1
+
+    path = write_report(study, "smoke", layout, tmp_path / "docs")
+    text = path.read_text()
+    assert path.name == "tiny.md"  # the default budget's report has the study's name
+    assert "2 of 4 runs have results (2 done, 0 diverged, 0 failed)" in text
+    assert "| estimator | poisson | poisson (paper) |" in text
+    genGS = next(line for line in text.splitlines() if line.startswith("| GenGSExplicit |"))
+    reinforce = next(line for line in text.splitlines() if line.startswith("| Reinforce |"))
+    assert "(n=1)" in genGS and "| 36.0 |" in genGS
+    assert ("**" in genGS) != ("**" in reinforce)  # exactly one best value per column
+    assert "Better by more than the seed spread" in text
+    assert "| poisson/Reinforce/seed1 | missing | | |" in text
+    assert (tmp_path / "docs" / "tiny" / "train_loss.png").stat().st_size > 1000
+
+
+def test_failed_runs_are_recorded_and_run_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = Study.load(write_study(tmp_path / "tiny.yaml", args={"--model.init_args.no_such_argument": 1}))
+    layout = Layout(tmp_path / "results", tmp_path / "runs")
+    (result,) = run_study(study, "smoke", layout, threads=1, only=["poisson/GenGSExplicit/seed0"], log=lambda _: None)
+    assert result["status"] == "failed" and "no_such_argument" in result["error"]
+    assert [r.id for r in pending(study.runs("smoke"), "smoke", layout)][0] == "poisson/GenGSExplicit/seed0"
+    assert (
+        study_main(
+            [
+                "run",
+                str(tmp_path / "tiny.yaml"),
+                "--budget",
+                "smoke",
+                "--only",
+                "poisson/Reinforce/seed0",
+                "--results",
+                str(layout.results),
+                "--runs",
+                str(layout.runs),
+                "--threads",
+                "1",
+            ]
+        )
+        == 1
+    )
+
+
+def test_status_lines_tell_diverged_from_failed():
+    log = "Traceback (most recent call last):\n  ...\nFloatingPointError: loss is nan at global step 7, epoch 0, batch 7\n"
+    assert _status(1, log) == ("diverged", "FloatingPointError: loss is nan at global step 7, epoch 0, batch 7")
+    assert _status(1, 'error: Parser key "model":\n  bad value\n')[0] == "failed"
+    assert _status(0, "anything") == ("done", None)
+
+
+def test_dry_run_prints_one_runnable_command_per_missing_run(tmp_path, capsys):
+    study_file = write_study(tmp_path / "tiny.yaml")
+    layout = ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
+    assert study_main(["run", str(study_file), "--budget", "smoke", "--dry-run", *layout]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 4 and all("--only" in c for c in commands)
+    # a scheduler runs one of them as it is; the runner then sees that run as done
+    subprocess.run(shlex.split(commands[0]) + ["--threads", "1"], check=True, cwd=REPO, capture_output=True)
+    assert study_main(["run", str(study_file), "--budget", "smoke", "--dry-run", *layout]) == 0
+    assert capsys.readouterr().out.splitlines() == commands[1:]
+
+
+def test_merge_copies_missing_results_and_reports_conflicts(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    ours, theirs = Layout(tmp_path / "ours"), tmp_path / "theirs"
+    runs = study.runs("smoke")
+
+    def fake(root: Path, run, status="done", args_hash=None):
+        path = root / "tiny" / "smoke" / f"{run.file_stem}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"study": "tiny", "run": run.id, "status": status, "args_hash": args_hash or run.args_hash})
+        )
+
+    fake(ours.results, runs[0])
+    fake(ours.results, runs[1], status="failed")
+    fake(theirs, runs[0], args_hash="0" * 16)  # same run, other arguments: a conflict, ours kept
+    fake(theirs, runs[1])  # replaces our failed run
+    fake(theirs, runs[2])  # new
+    lines = []
+    assert merge([theirs], study, ours, log=lines.append) == 2
+    assert any(line.startswith("conflict:") for line in lines)
+    assert run_state(runs[0], "smoke", ours) == "done"
+    assert run_state(runs[1], "smoke", ours) == "done"
+    assert run_state(runs[2], "smoke", ours) == "done"
+    assert run_state(runs[3], "smoke", ours) == "missing"
+
+
+def test_report_marks_diverged_cells_and_tells_the_verdict(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    layout = Layout(tmp_path / "results")
+    values = {"GenGSExplicit": [10.0, 11.0], "Reinforce": [20.0, None]}  # None: diverged
+    for run in study.runs("smoke"):
+        value = values[run.axes["estimator"]][int(run.axes["seed"][-1])]
+        path = layout.result_file(run, "smoke")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        final = {} if value is None else {"train/loss": value}
+        status = "done" if value is not None else "diverged"
+        result = {
+            "study": "tiny",
+            "run": run.id,
+            "status": status,
+            "args_hash": run.args_hash,
+            "final": final,
+            "curves": {"train/loss": [[0, 30.0], [5, value or 30.0]]},
+            "wall_time_s": 1.0,
+            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
+        }
+        path.write_text(json.dumps(result))
+    text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
+    assert "| GenGSExplicit | **10.50 +- 0.71** (n=2) | 36.0 |" in text
+    assert "| Reinforce | 20.00 (n=1, 1 diverged) |  |" in text
+    assert "Better by more than the seed spread: **yes**" in text
+
+
+def test_thin_keeps_the_ends_and_at_most_the_limit():
+    points = [(i, float(i)) for i in range(1000)]
+    kept = thin(points, 50)
+    assert len(kept) == 50 and kept[0] == (0, 0.0) and kept[-1] == (999, 999.0)
+    assert thin(points[:10], 50) == points[:10]
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    assert study_main(["run", str(tmp_path / "nothing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: no study file {tmp_path / 'nothing.yaml'}"
+    assert study_main(["run", str(write_study(tmp_path / "tiny.yaml")), "--budget", "paper"]) == 2
+    assert "no budget 'paper'" in capsys.readouterr().err
