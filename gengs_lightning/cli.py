@@ -14,8 +14,9 @@ from gengs_lightning.callbacks import TemperatureSchedule
 from gengs_lightning.models import DiscreteLatentModule
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
+#: Its version folder is claimed atomically, so runs started at once into one folder get their own.
 DEFAULT_LOGGER = {
-    "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+    "class_path": "gengs_lightning.loggers.TensorBoardLogger",
     "init_args": {"save_dir": "logs", "name": "default", "default_hp_metric": False},
 }
 
