@@ -179,9 +179,9 @@ def failure_text(args: list[str], capsys) -> str:
         (
             "poisson",
             "--model.init_args.estimator.init_args.window=0",
-            "truncation level n must be an integer >= 1, got 0",
+            "window must hold at least 2 outcomes: a truncation level n >= 2 or a pair [a, b] with a < b",
         ),
-        ("poisson", "--model.init_args.estimator.init_args.window=[5, 3]", "window [5, 3] is empty"),
+        ("poisson", "--model.init_args.estimator.init_args.window=[5, 3]", "window must hold at least 2 outcomes"),
         ("poisson", "--model.init_args.target.params={rate: -1}", "GreaterThan(lower_bound=0.0)"),
         ("poisson", "--model.init_args.target.params={rte: 2}", "has no parameter(s) ['rte']; accepted: ['rate']"),
         (

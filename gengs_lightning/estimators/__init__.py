@@ -6,6 +6,7 @@ from gengs_lightning.estimators.base import (
     Objective,
     check_num_samples,
     check_temperature,
+    check_window,
     inject_gradients,
 )
 from gengs_lightning.estimators.control_variates import REBAR, RELAX, ControlVariateEstimator, conditional_gumbel
@@ -60,5 +61,6 @@ __all__ = [
     "Objective",
     "check_num_samples",
     "check_temperature",
+    "check_window",
     "inject_gradients",
 ]

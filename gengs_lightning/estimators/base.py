@@ -45,6 +45,46 @@ def check_temperature(tau: float) -> float:
     return float(tau)
 
 
+#: A truncation window: a level ``n`` (``[0, n - 1]``), a pair ``[a, b]``, or ``None`` for the default.
+WindowArg = int | tuple[int, int] | None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_window(spec: WindowArg | Window, name: str = "window") -> Window | None:
+    """The window ``spec`` names (``None`` stays ``None``, the estimator's default), if it has two outcomes or more.
+
+    A window of one outcome makes the latent a constant: samples, relaxed or exact, and the score stop
+    depending on the encoder, so there is no gradient to estimate (training would fail in ``backward``).
+
+    Args:
+        spec: A truncation level ``n`` (``[0, n - 1]``), a pair ``[a, b]`` or a :class:`Window`.
+        name: The estimator argument ``spec`` was given as, for the message.
+
+    Raises:
+        ValueError: For fewer than two outcomes, naming ``name`` and ``spec``; for other invalid specs,
+            the message of :meth:`Window.of`.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, Window):
+        size = spec.size
+    elif _is_int(spec):
+        size = spec
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(map(_is_int, spec)):
+        size = spec[1] - spec[0] + 1
+    else:
+        size = None
+    if size is not None and size < 2:
+        raise ValueError(
+            f"{name} must hold at least 2 outcomes: a truncation level n >= 2 or a pair [a, b] with a < b "
+            f"(one outcome is a constant latent, with no gradient); got {spec!r}"
+        )
+    return Window.of(spec)
+
+
 def check_num_samples(num_samples: int) -> int:
     """Return ``num_samples`` if it is an integer >= 1.
 
@@ -178,10 +218,6 @@ class Estimator(nn.Module, ABC):
         return f"num_samples={self.num_samples}, tau={self.tau.item():.4g}"
 
 
-#: A truncation window: a level ``n`` (``[0, n - 1]``), a pair ``[a, b]``, or ``None`` for the default.
-WindowArg = int | tuple[int, int] | None
-
-
 class TruncatedTableEstimator(Estimator):
     """An estimator on the prior's family truncated on a window, parametrised as explicit GenGS.
 
@@ -199,7 +235,7 @@ class TruncatedTableEstimator(Estimator):
 
     def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
         super().__init__(num_samples=num_samples, tau=tau)
-        self.window = None if window is None else Window.of(window)
+        self.window = check_window(window)
 
     def raw_size(self, prior: Prior) -> int:
         return prior.raw_size

@@ -17,7 +17,7 @@ from gengs_lightning.distributions import (
     check_eps,
     quantile_window,
 )
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg, check_window
 
 
 class GenGSEstimator(Estimator):
@@ -38,7 +38,7 @@ class GenGSEstimator(Estimator):
 
     def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0, hard: bool = False):
         super().__init__(num_samples=num_samples, tau=tau)
-        self.window = None if window is None else Window.of(window)
+        self.window = check_window(window)
         self.hard = hard
 
     def forward(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
@@ -156,19 +156,21 @@ class GenGSNonparametric(GenGSExplicit):
     """Explicit GenGS whose window is chosen for every batch (journal Algorithm 2, "GenGS NP").
 
     The window is the smallest ``[0, n - 1]`` (or ``[a, b]`` with ``two_sided``) holding at least
-    ``1 - eps`` of the mass of every posterior in the batch, at most ``max_size`` wide. The chosen
-    ``n`` and the mass left outside are logged as ``trunc_n`` and ``trunc_tail_mass``.
+    ``1 - eps`` of the mass of every posterior in the batch, at most ``max_size`` wide, and at least two
+    outcomes wide (a posterior with ``1 - eps`` on one outcome, e.g. a tiny rate, would otherwise be a
+    constant latent without gradient). The chosen ``n`` and the mass left outside are logged as
+    ``trunc_n`` and ``trunc_tail_mass``.
 
     Args:
         eps: Tail mass allowed outside the window, in ``(0, 1)``.
-        max_size: Cap on the window size.
+        max_size: Cap on the window size (and on its largest outcome + 1), at least 2.
         two_sided: Also cut the left tail.
         num_samples: Latent samples per example.
         tau: Initial temperature.
         hard: Straight-through variant.
 
     Raises:
-        ValueError: If ``eps`` is outside ``(0, 1)`` or ``max_size < 1``.
+        ValueError: If ``eps`` is outside ``(0, 1)`` or ``max_size < 2``.
     """
 
     def __init__(
@@ -182,8 +184,8 @@ class GenGSNonparametric(GenGSExplicit):
     ):
         super().__init__(window=None, num_samples=num_samples, tau=tau, hard=hard)
         self.eps = check_eps(eps)
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be an integer >= 1, got {max_size!r}")
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 2:
+            raise ValueError(f"max_size must be an integer >= 2, got {max_size!r}")
         self.max_size = max_size
         self.two_sided = two_sided
 
@@ -192,7 +194,16 @@ class GenGSNonparametric(GenGSExplicit):
             raise ValueError(f"GenGSNonparametric needs a count family; {prior.family.family_name} has no window")
         family_params = prior.family.params_from_raw(params.detach(), **prior.structural)
         window = quantile_window(prior.family, family_params, self.eps, self.max_size, self.two_sided)
+        window = _at_least_two_outcomes(window, self.max_size)
         return prior.posterior(params, window), prior.truncated(window)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, max_size={self.max_size}, two_sided={self.two_sided}, " + super().extra_repr()
+
+
+def _at_least_two_outcomes(window: Window, max_size: int) -> Window:
+    """``window``, or for one outcome ``c`` the pair ``[c, c + 1]`` (``[c - 1, c]`` at the cap ``max_size - 1``)."""
+    if window.size >= 2:
+        return window
+    low = min(window.low, max_size - 2)
+    return Window(low, low + 1)

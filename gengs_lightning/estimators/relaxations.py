@@ -34,7 +34,7 @@ from torch.distributions import Distribution, kl_divergence
 from torch.special import log_ndtr
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg, check_window
 
 #: The IGR variants: identity, stick-breaking and planar flows before ``softmax++``.
 IGRVariant = Literal["I", "SB", "Planar"]
@@ -649,7 +649,7 @@ class GumbelSoftmax(Estimator):
         super().__init__(num_samples=num_samples, tau=tau)
         if not isinstance(hard, bool):
             raise ValueError(f"hard must be True or False, got {hard!r}")
-        self.window = None if window is None else Window.of(window)
+        self.window = check_window(window)
         self.hard = hard
 
     def raw_size(self, prior: Prior) -> int:
@@ -774,7 +774,7 @@ class IGR(Estimator):
             raise ValueError(f"unknown IGR variant {variant!r}; accepted: {', '.join(VARIANTS)}")
         super().__init__(num_samples=num_samples, tau=tau)
         self.variant = variant
-        self.window = None if window is None else Window.of(window)
+        self.window = check_window(window)
         self.num_flows = _check_int("num_flows", num_flows, 1)
         self.threshold = _check_open_unit("threshold", threshold, "the remaining stick mass at which SB stops")
         self.delta = _check_positive("delta", delta)

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints, kl_divergence
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, check_window
 
 __all__ = [
     "BASELINES",
@@ -290,9 +290,9 @@ class ScoreFunctionEstimator(Estimator):
     def __init__(self, num_samples: int = 1, truncation: TruncationArg = None):
         super().__init__(num_samples=num_samples)
         if isinstance(truncation, str) and truncation != "auto":
-            raise ValueError(f'truncation must be None, a level n >= 1, a pair [a, b] or "auto", got {truncation!r}')
+            raise ValueError(f'truncation must be None, a level n >= 2, a pair [a, b] or "auto", got {truncation!r}')
         self.truncated = truncation is not None
-        self.window = None if truncation in (None, "auto") else Window.of(truncation)
+        self.window = None if truncation in (None, "auto") else check_window(truncation, "truncation")
 
     # -- the posterior, the prior and the KL --------------------------------------------------------
     def raw_size(self, prior: Prior) -> int:

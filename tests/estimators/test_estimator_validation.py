@@ -72,9 +72,9 @@ def test_bad_num_samples(cls, num_samples):
 @pytest.mark.parametrize(
     ("window", "pattern"),
     [
-        (0, r"n must be an integer >= 1, got 0"),
-        (-3, r"n must be an integer >= 1, got -3"),
-        ((5, 3), r"\[5, 3\] is empty.*high >= low"),
+        (0, r"window must hold at least 2 outcomes: a truncation level n >= 2 .*got 0"),
+        (-3, r"window must hold at least 2 outcomes: a truncation level n >= 2 .*got -3"),
+        ((5, 3), r"window must hold at least 2 outcomes: .* a pair \[a, b\] with a < b.*got \(5, 3\)"),
         ((-1, 3), r"low must be >= 0.*got -1"),
         ((1.0, 3), r"low must be an integer, got 1\.0"),
         ((1, 2, 3), r"truncation level n >= 1 or a pair \[low, high\].*got \(1, 2, 3\)"),
@@ -96,7 +96,7 @@ def test_nonparametric_bad_eps(eps):
 
 @pytest.mark.parametrize("max_size", [0, -1, 2.5, True], ids=repr)
 def test_nonparametric_bad_max_size(max_size):
-    with pytest.raises(ValueError, match=rf"max_size.*integer >= 1.*got {value_pattern(max_size)}"):
+    with pytest.raises(ValueError, match=rf"max_size.*integer >= 2.*got {value_pattern(max_size)}"):
         GenGSNonparametric(max_size=max_size)
 
 

@@ -443,7 +443,7 @@ def test_non_positive_temperatures_are_rejected(make, tau):
         ({"mc_samples": 1}, r"mc_samples must be an integer >= 2, got 1"),
         ({"quadrature_nodes": 1}, r"quadrature_nodes must be an integer >= 2, got 1"),
         ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
-        ({"window": 0}, r"truncation level n must be an integer >= 1, got 0"),
+        ({"window": 0}, r"window must hold at least 2 outcomes: a truncation level n >= 2 .*got 0"),
     ],
 )
 @pytest.mark.parametrize("variant", ["I", "SB", "Planar"])
@@ -472,8 +472,10 @@ def test_wrong_encoder_shapes_and_objectives_are_rejected(spec):
 
 
 def test_igr_needs_two_outcomes_and_categorical_needs_no_window():
+    with pytest.raises(ValueError, match=r"window must hold at least 2 outcomes"):
+        IGR("I", window=1)
     with pytest.raises(ValueError, match=r"IGR needs a table of at least two outcomes; .* has 1"):
-        IGR("I", window=1).raw_size(make_prior("poisson"))
+        IGR("I").raw_size(Prior("categorical", {"probs": [1.0]}))
     with pytest.raises(ValueError, match=r"takes no window"):
         IGR("SB", window=4).raw_size(make_prior("categorical"))
     with pytest.raises(ValueError, match=r"at least two categories"):

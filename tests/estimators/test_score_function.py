@@ -627,12 +627,12 @@ def test_truncation_selects_the_sampled_family(cls):
 @pytest.mark.parametrize(
     ("truncation", "message"),
     [
-        (0, r"n must be an integer >= 1, got 0"),
-        ((5, 3), r"\[5, 3\] is empty.*high >= low"),
+        (0, r"truncation must hold at least 2 outcomes: a truncation level n >= 2 .*got 0"),
+        ((5, 3), r"truncation must hold at least 2 outcomes.*got \(5, 3\)"),
         ((-1, 3), r"low must be >= 0.*got -1"),
         (True, r"truncation level n >= 1 or a pair \[low, high\].*got True"),
-        ("8", r'truncation must be None, a level n >= 1, a pair \[a, b\] or "auto", got \'8\''),
-        ("Auto", r'truncation must be None, a level n >= 1, a pair \[a, b\] or "auto", got \'Auto\''),
+        ("8", r'truncation must be None, a level n >= 2, a pair \[a, b\] or "auto", got \'8\''),
+        ("Auto", r'truncation must be None, a level n >= 2, a pair \[a, b\] or "auto", got \'Auto\''),
     ],
     ids=repr,
 )
