@@ -11,7 +11,6 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from gengs_lightning.callbacks import TemperatureSchedule
-from gengs_lightning.models import DiscreteLatentModule
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
 #: Its version folder is claimed atomically, so runs started at once into one folder get their own.
@@ -27,7 +26,10 @@ DEFAULT_PROGRESS_BAR_REFRESH_RATE = 10
 
 
 class GenGSCLI(LightningCLI):
-    """LightningCLI for :class:`DiscreteLatentModule` models with an always-present temperature schedule.
+    """LightningCLI for the package's models with an always-present temperature schedule.
+
+    Any LightningModule is accepted: the :class:`~gengs_lightning.models.DiscreteLatentModule` models and
+    the :class:`~gengs_lightning.models.NVDM` reference (which a constant schedule leaves alone).
 
     The schedule is a top-level ``temperature`` group (``--temperature.kind exponential``), not an
     entry of ``trainer.callbacks``, so that a config that lists other callbacks cannot drop it.
@@ -100,7 +102,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:
         The CLI object, holding ``model``, ``datamodule`` and ``trainer``.
     """
     return GenGSCLI(
-        model_class=DiscreteLatentModule,
+        model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,

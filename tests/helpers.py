@@ -53,3 +53,21 @@ class AlternatingImages(pl.LightningDataModule):
         )
         images = rows[:, None].float().expand(-1, self.data_dim).contiguous()
         return torch.utils.data.DataLoader(images, batch_size=100)
+
+
+VOCAB = [f"word{i}" for i in range(30)]
+
+
+def write_corpus(folder, docs: int = 120, seed: int = 0):
+    """A small NVDM-format corpus with two latent themes (words 0-14 and 15-29)."""
+    generator = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.new").write_text("".join(f"{w} 0\n" for w in VOCAB))
+    for name, count in (("train.feat", docs), ("test.feat", docs // 2)):
+        lines = []
+        for _ in range(count):
+            theme = torch.randint(0, 2, (1,), generator=generator).item()
+            words = torch.randint(15 * theme, 15 * theme + 15, (20,), generator=generator).bincount(minlength=30)
+            lines.append("1 " + " ".join(f"{i + 1}:{c}" for i, c in enumerate(words.tolist()) if c))
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder

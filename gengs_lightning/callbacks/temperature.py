@@ -85,10 +85,24 @@ class TemperatureSchedule(Callback):
             return self.tau0 + (self.tau_min - self.tau0) * fraction
         return self.tau_min + 0.5 * (self.tau0 - self.tau_min) * (1.0 + math.cos(math.pi * fraction))
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse, before training, to anneal a model that has no temperature (e.g. NVDM's Gaussian latent).
+
+        A constant schedule, the default, leaves such a model alone.
+
+        Raises:
+            ValueError: For a decaying schedule on a model without an estimator that has a temperature.
+        """
+        if stage == "fit" and not _has_temperature(pl_module) and self.kind != "constant":
+            raise ValueError(
+                f"--temperature.kind {self.kind}: {type(pl_module).__name__} has no estimator with a temperature "
+                "to anneal; use --temperature.kind constant"
+            )
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
-        estimator = getattr(pl_module, "estimator", None)
-        if estimator is None or not hasattr(estimator, "set_temperature"):
-            raise ValueError("TemperatureSchedule needs a model with an `estimator` (a DiscreteLatentModule)")
+        if not _has_temperature(pl_module):
+            return
+        estimator = pl_module.estimator
         if getattr(estimator, "learns_temperature", False):
             if not self._warned:
                 rank_zero_warn(f"{type(estimator).__name__} learns its own temperature; the schedule has no effect")
@@ -112,3 +126,8 @@ class TemperatureSchedule(Callback):
             self.tau0 = state_dict["tau0"]
         if self.total_steps is None:
             self.total_steps = state_dict["total_steps"]
+
+
+def _has_temperature(pl_module: pl.LightningModule) -> bool:
+    """Whether the model has an estimator whose temperature can be set."""
+    return hasattr(getattr(pl_module, "estimator", None), "set_temperature")

@@ -338,6 +338,17 @@ class BagOfWords(pl.LightningDataModule):
             raise RuntimeError(f"BagOfWords: call {stages} before asking for the {name} split")
         return self._splits[name]
 
+    def word_frequencies(self) -> Tensor:
+        """Total count of every word over the training documents (the validation split excluded), ``(V,)``.
+
+        After ``setup("fit")``; a model's decoder bias can start at their log (``decoder_bias="unigram"``).
+        """
+        documents = self._split("train")
+        totals = torch.zeros(self.vocab_size, dtype=torch.float64)
+        for start in range(0, len(documents.rows), 1024):
+            totals += documents.counts.densify(documents.rows[start : start + 1024]).sum(0, dtype=torch.float64)
+        return totals
+
     @property
     def num_train_docs(self) -> int:
         """Training documents (the validation set excluded); after ``setup("fit")``."""

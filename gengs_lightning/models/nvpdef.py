@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput
-from gengs_lightning.metrics import Perplexity, TopicCoherence
 from gengs_lightning.models.base import DiscreteLatentModule
-from gengs_lightning.models.vae import ACTIVATIONS, mlp
+from gengs_lightning.models.topic_model import TopicModelMixin, check_sizes, inference_network, multinomial_nll
 
 
-class NVPDEF(DiscreteLatentModule):
+class NVPDEF(TopicModelMixin, DiscreteLatentModule):
     """NVPDEF: Poisson topic counts per document, a multinomial logistic regression over the vocabulary.
 
     Generative process with ``L`` layers of topic counts (``topics`` lists ``K_1, ..., K_L`` from the
@@ -51,6 +48,8 @@ class NVPDEF(DiscreteLatentModule):
         activation: Hidden activation, one of ``relu, tanh, elu, leaky_relu, softplus, gelu``.
         rate_offset: Added to the conditional rates ``W_l z_{l+1}`` so that they stay positive.
         top_words: Words per topic shown and used for coherence.
+        decoder_bias: Start of the decoder bias ``b``: ``zeros``, or ``unigram`` (the log-frequencies of the
+            training words).
         optimizer: Optimizer factory.
         lr_scheduler: Optional learning-rate scheduler factory.
 
@@ -70,6 +69,7 @@ class NVPDEF(DiscreteLatentModule):
         activation: str = "relu",
         rate_offset: float = 0.01,
         top_words: int = 10,
+        decoder_bias: str = "zeros",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
@@ -78,22 +78,17 @@ class NVPDEF(DiscreteLatentModule):
         sizes = {"vocab_size": vocab_size, "top_words": top_words}
         sizes.update({f"topics[{i}]": k for i, k in enumerate(topics)})
         sizes.update({f"hidden[{i}]": w for i, w in enumerate(hidden)})
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_sizes(sizes)
         if not topics:
             raise ValueError("topics needs at least one layer, got []")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
         if len(topics) > 1 and prior.family.family_name != "poisson":
             raise ValueError(f"a multi-layer NVPDEF has Poisson layers; got a {prior.family.family_name} prior")
         if not rate_offset > 0:
             raise ValueError(f"rate_offset must be > 0, got {rate_offset!r}")
-        if top_words > vocab_size:
-            raise ValueError(f"top_words={top_words} exceeds vocab_size={vocab_size}")
         self.vocab_size, self.topics, self.rate_offset = vocab_size, tuple(topics), rate_offset
+        self.top_words, self.decoder_bias = top_words, decoder_bias
         raw_size = estimator.raw_size(prior)
-        self.inference = nn.Sequential(mlp([vocab_size, *hidden], activation), ACTIVATIONS[activation]())
+        self.inference = inference_network(vocab_size, hidden, activation)
         self.heads = nn.ModuleList(nn.Linear(hidden[-1], k * raw_size) for k in self.topics)
         self.decoder = nn.Linear(self.topics[0], vocab_size)
         self.layer_weights = nn.ParameterList(
@@ -104,47 +99,22 @@ class NVPDEF(DiscreteLatentModule):
             start = estimator.raw_like(prior).reshape(-1, raw_size)
             for head, k in zip(self.heads, self.topics, strict=True):
                 head.bias.copy_(start.expand(k, raw_size).reshape(-1))
-        self.val_perplexity = Perplexity()
-        self.val_perplexity_doc = Perplexity(per_document=True)
-        self.test_perplexity = Perplexity()
-        self.test_perplexity_doc = Perplexity(per_document=True)
-        self.test_npmi = TopicCoherence(self.topics[0], top_words)
-        self.top_words = top_words
+        self.init_topic_metrics(self.topics[0])
 
     # -- the model ------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Check that ``vocab_size`` matches the datamodule's vocabulary, when it has one, before any batch.
-
-        Raises:
-            ValueError: Naming both sizes and the flag to set, if they differ.
-        """
-        super().setup(stage)
-        datamodule = self.trainer.datamodule if self.trainer is not None else None
-        data_size = getattr(datamodule, "vocab_size", None)
-        if data_size is not None and data_size != self.vocab_size:
-            raise ValueError(
-                f"the model's vocab_size is {self.vocab_size} but the data's vocabulary "
-                f"({type(datamodule).__name__}) has {data_size} words; set --model.init_args.vocab_size={data_size}"
-            )
-
     def encoder_parameters(self):
         yield from self.inference.parameters()
         yield from self.heads.parameters()
 
     def encode(self, batch: Tensor) -> list[Tensor]:
         """Encoder outputs of every layer, ``(B, K_l, raw_size)`` from the bottom."""
-        if batch.dim() != 2 or batch.shape[-1] != self.vocab_size:
-            raise ValueError(
-                f"NVPDEF expects bags of words of shape (batch, {self.vocab_size}), got {tuple(batch.shape)}; "
-                "set model.vocab_size to the data's vocabulary size"
-            )
+        self.check_batch(batch)
         hidden = self.inference(torch.log1p(batch))
         return [head(hidden).unflatten(-1, (k, -1)) for head, k in zip(self.heads, self.topics, strict=True)]
 
     def objective(self, batch: Tensor, z: Tensor) -> Tensor:
         """``-log p(x | z_1)`` of the multinomial logistic regression (without the multinomial coefficient)."""
-        log_probs = F.log_softmax(self.decoder(z), dim=-1)
-        return -(batch * log_probs).sum(-1)
+        return multinomial_nll(self.decoder, batch, z)
 
     def estimate(self, batch: Tensor) -> EstimatorOutput:
         return self._estimate_from(len(self.topics) - 1, self.encode(batch), batch, self.prior)
@@ -173,48 +143,13 @@ class NVPDEF(DiscreteLatentModule):
         carrier = out.loss.detach() + (out.surrogate - out.surrogate.detach())
         return carrier.reshape(samples, size)
 
-    # -- evaluation -----------------------------------------------------------------------------------
+    # -- evaluation ---------------------------------------------------------------------------------
     def validation_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
         out = super().validation_step(batch, batch_idx)
-        self.val_perplexity.update(out.loss, batch.sum(-1))
-        self.val_perplexity_doc.update(out.loss, batch.sum(-1))
-        self.log("val/perplexity", self.val_perplexity, prog_bar=True)
-        self.log("val/perplexity_doc", self.val_perplexity_doc)
+        self.update_topic_metrics("val", out.loss, batch)
         return out
-
-    def on_test_epoch_start(self) -> None:
-        self.test_npmi.set_topics(self.topic_words())
 
     def test_step(self, batch: Tensor, batch_idx: int) -> EstimatorOutput:
         out = super().test_step(batch, batch_idx)
-        self.test_perplexity.update(out.loss, batch.sum(-1))
-        self.test_perplexity_doc.update(out.loss, batch.sum(-1))
-        self.test_npmi.update(batch)
-        self.log("test/perplexity", self.test_perplexity)
-        self.log("test/perplexity_doc", self.test_perplexity_doc)
-        self.log("test/npmi", self.test_npmi)
+        self.update_topic_metrics("test", out.loss, batch)
         return out
-
-    def topic_words(self) -> Tensor:
-        """The ``top_words`` word ids of every bottom topic, ``(K_1, top_words)``: largest weights of ``R``."""
-        return self.decoder.weight.detach().T.topk(self.top_words, dim=-1).indices
-
-    def topic_table(self, vocab: Sequence[str] | None = None) -> str:
-        """A markdown table of every bottom topic's top words (word ids without a vocabulary)."""
-        rows = ["| topic | top words |", "|---|---|"]
-        for k, ids in enumerate(self.topic_words().tolist()):
-            words = [vocab[i] if vocab is not None else str(i) for i in ids]
-            rows.append(f"| {k} | {' '.join(words)} |")
-        return "\n".join(rows)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        vocab = self._vocabulary()
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("val/topics", self.topic_table(vocab), self.global_step)
-
-    def _vocabulary(self) -> Sequence[str] | None:
-        vocab: Any = getattr(self.trainer.datamodule, "vocab", None) if self.trainer is not None else None
-        return vocab if vocab is not None and len(vocab) == self.vocab_size else None

@@ -74,12 +74,14 @@ def test_schedule_drives_the_estimator_and_takes_tau0_and_total_steps_from_train
     assert estimator.tau.item() == pytest.approx(schedule.temperature(29))
 
 
-def test_schedule_needs_a_model_with_an_estimator():
+def test_a_model_without_a_temperature_is_left_alone_by_a_constant_schedule_and_refused_by_a_decaying_one():
     class Plain(pl.LightningModule):
         pass
 
-    with pytest.raises(ValueError, match="needs a model with an `estimator`"):
-        TemperatureSchedule().on_train_batch_start(None, Plain(), None, 0)
+    TemperatureSchedule().setup(None, Plain(), "fit")
+    TemperatureSchedule().on_train_batch_start(None, Plain(), None, 0)  # nothing to set, no error
+    with pytest.raises(ValueError, match="--temperature.kind exponential: Plain has no estimator with a temperature"):
+        TemperatureSchedule("exponential").setup(None, Plain(), "fit")
 
 
 def test_schedule_leaves_an_estimator_that_learns_its_temperature_alone():
