@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gengs_lightning.cli import main
+from gengs_lightning.estimators import ParameterRangeError
 
 
 @pytest.mark.parametrize(
@@ -25,3 +26,22 @@ def test_a_window_of_one_outcome_fails_before_training(estimator, flag, toy_args
     name = flag.split(".")[-1].split("=")[0]
     assert f"{name} must hold at least 2 outcomes: a truncation level n >= 2 or a pair [a, b] with a < b" in text
     assert not (tmp_path / "logs").exists()  # nothing was trained or logged
+
+
+@pytest.mark.parametrize(
+    ("estimator", "flag", "step", "shown"),
+    [
+        # a huge raw output from the start: torch's sampler used to give draws of -9.2e18 and a support error
+        ("Reinforce", "--model.init_args.init={rate: 1e30}", 0, "the encoder output 1e+30 at [0, 0] gives rate=1e+30"),
+        # MuProp's analytic control variate makes the first gradient negative (rate 5 < targets ~ 20), so Adam's
+        # first step of 1e25 sends the rate to 1e25
+        ("MuProp", "--model.optimizer.init_args.lr=1e25", 1, "the encoder output 1e+25 at [0, 0] gives rate=1e+25"),
+    ],
+)
+def test_an_untruncated_rate_beyond_the_sampler_names_the_step(estimator, flag, step, shown, toy_args):
+    args = toy_args("poisson", f"--model.estimator=gengs_lightning.estimators.{estimator}", flag)
+    with pytest.raises(ParameterRangeError) as error:
+        main(["fit", *args, "--trainer.max_steps=5"])
+    message = str(error.value)
+    assert message.startswith(f"At global step {step}, epoch 0: {estimator} samples the untruncated poisson family")
+    assert shown in message and "truncation" in message

@@ -19,6 +19,14 @@ from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscre
 Objective = Callable[[Tensor], Tensor]
 
 
+class ParameterRangeError(ValueError):
+    """Encoder outputs that an estimator cannot sample from (e.g. a rate beyond torch's samplers).
+
+    Models catch it around the estimator and raise it again with the training step
+    (:meth:`DiscreteLatentModule.run_estimator <gengs_lightning.models.DiscreteLatentModule.run_estimator>`).
+    """
+
+
 def inject_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Tensor:
     """A zero-valued term whose backward pass writes ``grads`` into ``params``.
 

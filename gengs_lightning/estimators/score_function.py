@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints, kl_divergence
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, check_window
+from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, ParameterRangeError, check_window
 
 __all__ = [
     "BASELINES",
@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 TruncationArg = int | tuple[int, int] | Literal["auto"] | None
+#: Largest mean of an untruncated count posterior that torch's samplers draw from: float64's integer range.
+#: Beyond it they return no draws of the family (a Poisson rate of 1e17 gives the rate itself, 1e19 gives
+#: -9.2e18, int64's overflow; a negative binomial or geometric with an infinite mean gives NaN or Inf).
+MAX_UNTRUNCATED_MEAN = 2.0**53
 BaselineKind = Literal["none", "moving_average"]
 BASELINES: tuple[str, ...] = ("none", "moving_average")
 
@@ -285,6 +289,9 @@ class ScoreFunctionEstimator(Estimator):
 
     Raises:
         ValueError: For an invalid ``num_samples`` or ``truncation``, naming the value.
+        ParameterRangeError: At run time, without ``truncation``, for an encoder output whose untruncated
+            count posterior has a mean above :data:`MAX_UNTRUNCATED_MEAN` (``2**53``) or NaN, which torch's
+            samplers cannot draw from; the message names the output, the family parameters and the mean.
     """
 
     def __init__(self, num_samples: int = 1, truncation: TruncationArg = None):
@@ -302,7 +309,32 @@ class ScoreFunctionEstimator(Estimator):
         """The untruncated family (:class:`UntruncatedPosterior`), or its table on the window."""
         if self.truncated:
             return prior.posterior(params, prior.resolve_window(self.window))
+        if prior.family.truncatable:
+            self._check_samplable(params, prior)
         return UntruncatedPosterior(params, prior)
+
+    def _check_samplable(self, params: Tensor, prior: Prior) -> None:
+        """Check that every untruncated count posterior has a mean torch's samplers can draw at.
+
+        Raises:
+            ParameterRangeError: Naming the first encoder output whose mean is NaN or above
+                :data:`MAX_UNTRUNCATED_MEAN`, its family parameters and mean.
+        """
+        family_params = _as_tensors(prior.family.params_from_raw(params.detach(), **prior.structural), params)
+        mean = prior.family.natural(**family_params)[2]
+        bad = ~(mean <= MAX_UNTRUNCATED_MEAN)
+        if not bad.any():
+            return
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        shown = ", ".join(
+            f"{name}={float(torch.broadcast_to(value, mean.shape)[index]):.4g}" for name, value in family_params.items()
+        )
+        raise ParameterRangeError(
+            f"{type(self).__name__} samples the untruncated {prior.family.family_name} family, whose mean must be at "
+            f"most 2**53 = {MAX_UNTRUNCATED_MEAN:.3g} for torch's sampler to draw from it; the encoder output "
+            f"{float(params[index][0]):.4g} at {list(index)} gives {shown} (mean {float(mean[index]):.3g}). Lower the "
+            "learning rate, bound the encoder output, or give the estimator a truncation window (truncation=n)."
+        )
 
     def prior_distribution(self, posterior: Distribution, prior: Prior) -> Distribution:
         """The untruncated prior, or the prior truncated on the posterior's window."""

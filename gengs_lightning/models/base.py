@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from gengs_lightning.distributions import Prior
-from gengs_lightning.estimators import Estimator, EstimatorOutput
+from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 
 _EVAL_STAGES = ("val", "test")
 
@@ -96,7 +96,21 @@ class DiscreteLatentModule(pl.LightningModule):
 
     def estimate(self, batch: Any) -> EstimatorOutput:
         """Run the estimator on a batch: encoder output, objective and prior go in, losses come out."""
-        return self.estimator(self.encode(batch), partial(self.objective, batch), self.prior, kl=self.uses_kl)
+        return self.run_estimator(self.encode(batch), partial(self.objective, batch))
+
+    def run_estimator(
+        self, params: Tensor, objective: Objective, prior: Prior | None = None, kl: bool | None = None
+    ) -> EstimatorOutput:
+        """Call the estimator on encoder outputs; ``prior`` and ``kl`` default to the model's.
+
+        Raises:
+            ParameterRangeError: The estimator's, with the global step and epoch added.
+        """
+        prior = self.prior if prior is None else prior
+        try:
+            return self.estimator(params, objective, prior, kl=self.uses_kl if kl is None else kl)
+        except ParameterRangeError as error:
+            raise ParameterRangeError(f"At {self._where()}: {error}") from None
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         out = self.estimate(batch)
@@ -195,14 +209,16 @@ class DiscreteLatentModule(pl.LightningModule):
         """
         number = float(value.detach())
         if not math.isfinite(number):
-            where = f"global step {self.global_step}, epoch {self.current_epoch}"
-            if batch_idx is not None:
-                where += f", batch {batch_idx}"
             raise FloatingPointError(
-                f"{what} is {number} at {where}; tau={self.estimator.tau.item():.4g}. If the previous step's "
-                "loss was finite, its gradient was not. Lower the learning rate, raise the temperature or "
-                "widen the truncation window."
+                f"{what} is {number} at {self._where(batch_idx)}; tau={self.estimator.tau.item():.4g}. If the "
+                "previous step's loss was finite, its gradient was not. Lower the learning rate, raise the "
+                "temperature or widen the truncation window."
             )
+
+    def _where(self, batch_idx: int | None = None) -> str:
+        """``global step N, epoch E[, batch B]``: where training is, for messages."""
+        where = f"global step {self.global_step}, epoch {self.current_epoch}"
+        return where if batch_idx is None else f"{where}, batch {batch_idx}"
 
     def configure_optimizers(self) -> Any:
         """One optimizer with two parameter groups: the model's, and the estimator's own.

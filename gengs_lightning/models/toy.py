@@ -114,7 +114,7 @@ class ToyTask(DiscreteLatentModule):
             size = batch.shape[0]
             params = replicas[:, None, None, :].expand(-1, size, 1, -1).reshape(num_draws * size, 1, -1)
             targets = batch.repeat(num_draws, *([1] * (batch.dim() - 1)))
-            out = self.estimator(params, partial(self.objective, targets), self.prior, kl=False)
+            out = self.run_estimator(params, partial(self.objective, targets), kl=False)
             (draws,) = torch.autograd.grad(out.surrogate * num_draws, [replicas])
         self.estimator.load_state_dict(state)
         return draws

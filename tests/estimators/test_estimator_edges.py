@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from estimators.estimator_testing import make_prior
 
 import gengs_lightning.estimators as estimators
-from gengs_lightning.estimators import GenGSNonparametric
+from gengs_lightning.estimators import GenGSNonparametric, ParameterRangeError
 
 #: Every concrete estimator the package exports.
 CONCRETE = sorted(
@@ -78,3 +79,50 @@ def test_nonparametric_widens_a_one_outcome_window(raw, two_sided):
     assert out.posterior.window.high <= 7
     (grad,) = torch.autograd.grad(out.surrogate, [params])
     assert torch.isfinite(grad).all()
+
+
+SCORE_FUNCTION = [name for name in CONCRETE if issubclass(getattr(estimators, name), estimators.ScoreFunctionEstimator)]
+
+
+def _linear(z: torch.Tensor) -> torch.Tensor:
+    return z.flatten(2).sum(-1)
+
+
+@pytest.mark.parametrize(
+    ("family", "raw", "shown"),
+    [
+        ("poisson", 1e30, "rate=1e+30 (mean 1e+30)"),
+        ("poisson", 1e19, "rate=1e+19 (mean 1e+19)"),
+        ("negative_binomial", 40.0, "total_count=3, logits=40 (mean 7.06e+17)"),
+        ("geometric", -1e30, "logits=-1e+30 (mean inf)"),
+        ("poisson", math.nan, "rate=nan (mean nan)"),
+    ],
+)
+@pytest.mark.parametrize("name", SCORE_FUNCTION)
+def test_untruncated_parameters_beyond_the_sampler_are_rejected(name, family, raw, shown):
+    """torch's samplers overflow (Poisson rate 1e19: draws of -9.2e18) or return no draw; the message names the value."""
+    estimator = getattr(estimators, name)(num_samples=MIN_SAMPLES.get(name, 1))
+    prior = make_prior(family)
+    params = estimator.raw_like(prior).expand(4, 3, -1).clone()
+    params[2, 1] = raw
+    pattern = (
+        rf"^{name} samples the untruncated {family} family, whose mean must be at most 2\*\*53 .*; the encoder "
+        rf"output {re.escape(f'{raw:.4g}')} at \[2, 1\] gives {re.escape(shown)}\. .*truncation"
+    )
+    with pytest.raises(ParameterRangeError, match=pattern):
+        estimator(params, _linear, prior)
+
+
+@pytest.mark.parametrize("name", SCORE_FUNCTION)
+def test_untruncated_parameters_below_the_limit_and_truncated_ones_sample(name):
+    """A rate of 1e15 (below 2**53) samples; with a truncation window any rate does (the edges take the mass)."""
+    prior = make_prior("poisson")
+    samples = MIN_SAMPLES.get(name, 1)
+    for estimator, raw in [
+        (getattr(estimators, name)(num_samples=samples), 1e15),
+        (getattr(estimators, name)(num_samples=samples, truncation=8), 1e30),
+    ]:
+        params = torch.full((4, 3, 1), raw, requires_grad=True)
+        out = estimator(params, _linear, prior, kl=False)
+        (grad,) = torch.autograd.grad(out.surrogate, [params])
+        assert torch.isfinite(out.loss).all() and torch.isfinite(grad).all()
