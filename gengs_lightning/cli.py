@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from gengs_lightning.callbacks import TemperatureSchedule
+from gengs_lightning.cli_evaluation import prepare_evaluation
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
 #: Its version folder is claimed atomically, so runs started at once into one folder get their own.
@@ -58,9 +59,12 @@ class GenGSCLI(LightningCLI):
         """Add a ``TQDMProgressBar`` with ``progress_bar_refresh_rate`` unless the config has its own bar.
 
         Lightning's own default bar refreshes after every step, which costs a few percent of a small
-        model's step.
+        model's step. Before that, :func:`~gengs_lightning.cli_evaluation.prepare_evaluation` logs
+        ``validate``, ``test`` and ``predict`` of a checkpoint into its run and adds a prediction writer
+        to ``predict``.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        prepare_evaluation(config, self.subcommand)
         trainer = config.trainer
         if trainer.enable_progress_bar is False:
             return

@@ -1,6 +1,7 @@
 """Callbacks: temperature schedules (and, in later issues, gradient and image/topic logging)."""
 
 from gengs_lightning.callbacks.gradient_monitor import GradientMonitor
+from gengs_lightning.callbacks.prediction_writer import PredictionWriter, read_predictions
 from gengs_lightning.callbacks.temperature import TemperatureSchedule
 
-__all__ = ["GradientMonitor", "TemperatureSchedule"]
+__all__ = ["GradientMonitor", "PredictionWriter", "TemperatureSchedule", "read_predictions"]
