@@ -5,7 +5,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
     report:
       rows: estimator                  # axis (or list of axes) of the table's rows
       columns: prior                   # axis of its columns; without it one column
-      metric: test/loss                # a tag's last value, or best:<tag> (its minimum over the curve)
+      metric: test/loss                # a tag's last value, best:<tag> (its curve's minimum), mean:<tag>
       label: test negative ELBO
       also: [test/nll_iw]              # further tables, same layout
       lower_is_better: true
@@ -16,14 +16,16 @@ The study file's ``report`` section lays the tables out (every key optional but 
       curves_extra: [train/grad_var]   # kept by the runner and plotted on a log scale
 
 Every axis that is neither a row nor a column is a replicate axis (seeds): a cell is ``mean +- std``
-over its runs, with the number of runs; the best cell of a column is bold; a cell with diverged runs
-says how many (and averages the others), one with no finished run says ``diverged``, ``failed`` or
-``-``. With ``highlight``, each column gets a verdict: is the best highlighted row better than every
-other row by more than the seed-to-seed spread (mean + std against mean - std)?
+over its runs, with the number of runs; an excluded combination is ``n/a``; the best cell of a column is
+bold; a cell with diverged runs says how many (and averages the others), one with no finished run
+says ``diverged``, ``failed`` or ``-``. With ``highlight``, each column gets a verdict: is the best
+highlighted row better than every other row by more than the seed-to-seed spread (mean + std against
+mean - std)?
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -45,12 +47,17 @@ def load_results(study: Study, budget: str, layout: Layout = Layout()) -> dict[s
 
 
 def metric_value(result: dict[str, Any], metric: str) -> float | None:
-    """``metric`` of a finished result: the last value of a tag, or ``best:<tag>`` its curve's minimum."""
+    """``metric`` of a finished result: a tag's last value, ``best:<tag>`` or ``mean:<tag>`` over its curve."""
     if result["status"] != "done":
         return None
-    if metric.startswith("best:"):
-        curve = result["curves"].get(metric[5:])
-        return min(value for _, value in curve) if curve else None
+    kind, _, tag = metric.rpartition(":")
+    if kind not in ("", "best", "mean"):
+        raise ValueError(f"report metric {metric!r}: the prefix must be best: or mean:, got {kind!r}")
+    if kind:
+        curve = [value for _, value in result["curves"].get(tag, [])]
+        if not curve:
+            return None
+        return min(curve) if kind == "best" else statistics.mean(curve)
     value = result["final"].get(metric)
     return None if value is None or not math.isfinite(value) else value
 
@@ -73,6 +80,8 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
     def text(self, digits: int, bold: bool) -> str:
+        if not self.expected:
+            return "n/a"
         if not self.values:
             if self.diverged:
                 return f"diverged ({self.diverged}/{self.expected})"
@@ -104,8 +113,9 @@ class Arrangement:
                 raise ValueError(f"{study.path}: report axis {axis!r} is not in the grid ({', '.join(study.axes)})")
         self.runs: list[Run] = study.runs(budget)
         self.results = results
-        self.rows = list(dict.fromkeys(self.row_key(run) for run in self.runs))
-        self.columns = list(dict.fromkeys(self.column_key(run) for run in self.runs))
+        names = [[s.name for s in study.axes[axis]] for axis in self.row_axes]
+        self.rows = [", ".join(combination) for combination in itertools.product(*names)]
+        self.columns = [s.name for s in study.axes[self.column_axis]] if self.column_axis else [""]
 
     def row_key(self, run: Run) -> str:
         return ", ".join(run.axes[a] for a in self.row_axes)

@@ -243,12 +243,11 @@ def run_study(
     runs = select(study.runs(budget, overrides), only)
     todo = pending(runs, budget, layout, rerun_stale)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    extra = (study.report.get("curve", ""), *study.report.get("curves_extra", ()))
     log(f"study {study.name} ({budget}): {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
 
     def one(run: Run) -> dict[str, Any]:
         log(f"start {run.id}")
-        result = execute(run, budget, layout, threads, extra)
+        result = execute(run, budget, layout, threads, study.curve_tags)
         log(f"{result['status']:>8} {run.id} in {result['wall_time_s']:.0f} s {_headline(result)}")
         return result
 

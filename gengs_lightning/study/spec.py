@@ -15,6 +15,8 @@ multiplied out into runs::
         GenGSExplicit: {--model.estimator: gengs_lightning.estimators.GenGSExplicit}
         VIMCO5: {--model.estimator: gengs_lightning.estimators.VIMCO, --model.estimator.init_args.num_samples: 5}
       seed: {flag: --seed_everything, values: [0, 1, 2]}   # an axis of values of one flag
+    exclude:                         # combinations that do not apply (the report shows n/a)
+      - {prior: multinomial, estimator: GenGSNonparametric}
     report: {...}                    # how the report lays the results out (see gengs_lightning.study.report)
 
 A run's command is ``python -m gengs_lightning <command>`` with every ``--config`` first (study flags, then
@@ -36,7 +38,7 @@ from typing import Any
 import yaml
 
 #: The keys of a study file.
-STUDY_KEYS = ("name", "title", "command", "args", "budgets", "grid", "report")
+STUDY_KEYS = ("name", "title", "command", "args", "budgets", "grid", "exclude", "report")
 #: Flags whose value depends on the machine, not on the run (left out of the argument hash).
 MACHINE_FLAGS = ("--data.data_dir", "--data.init_args.data_dir")
 #: Flags a study may not set: the runner owns where a run logs.
@@ -122,6 +124,7 @@ class Study:
         args: Flags every run gets.
         budgets: Budget name -> flags; the first is the default.
         axes: Axis name -> its settings, in file order.
+        exclude: Partial combinations (axis -> setting name) whose runs are left out.
         report: The report's layout (free-form, read by :mod:`gengs_lightning.study.report`).
         title: A title for the report.
     """
@@ -132,6 +135,7 @@ class Study:
     args: dict[str, str]
     budgets: dict[str, dict[str, str]]
     axes: dict[str, list[Setting]]
+    exclude: tuple[dict[str, str], ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
     title: str = ""
 
@@ -165,13 +169,15 @@ class Study:
         grid = data.get("grid")
         if not isinstance(grid, Mapping) or not grid:
             raise StudyError(f"{path}: grid must name at least one axis")
+        axes = {str(axis): _settings(path, str(axis), spec) for axis, spec in grid.items()}
         return cls(
             name=name,
             path=path,
             command=str(data.get("command", "fit")),
             args=_flags(f"{path}: args", data.get("args")),
             budgets={str(k): _flags(f"{path}: budgets.{k}", v) for k, v in budgets.items()},
-            axes={str(axis): _settings(path, str(axis), spec) for axis, spec in grid.items()},
+            axes=axes,
+            exclude=_exclusions(path, data.get("exclude"), axes),
             report=dict(data.get("report") or {}),
             title=str(data.get("title", name)),
         )
@@ -188,11 +194,29 @@ class Study:
             raise StudyError(f"study {self.name} has no budget {name!r}; accepted: {', '.join(self.budgets)}")
         return name, self.budgets[name]
 
+    @property
+    def curve_tags(self) -> tuple[str, ...]:
+        """Scalar tags besides ``val/*`` whose curves the report needs.
+
+        Its ``curve`` and ``curves_extra``, and the tags of ``best:`` and ``mean:`` metrics.
+        """
+        report = self.report
+        metrics = [report.get("metric", ""), *(report.get("also") or ())]
+        tags = [report.get("curve"), *(report.get("curves_extra") or ())]
+        tags += [metric.partition(":")[2] for metric in metrics if ":" in metric]
+        return tuple(dict.fromkeys(tag for tag in tags if tag))
+
+    def excludes(self, axes: Mapping[str, str]) -> bool:
+        """Whether a combination of settings (axis -> name, possibly partial) is excluded."""
+        return any(all(axes.get(axis, name) == name for axis, name in rule.items()) for rule in self.exclude)
+
     def runs(self, budget: str | None = None, overrides: Mapping[str, str] | None = None) -> list[Run]:
         """Every run of the grid with ``budget``, flags in ``overrides`` replacing the study's own."""
         _, budget_flags = self.budget(budget)
         runs = []
         for settings in itertools.product(*self.axes.values()):
+            if self.excludes({s.axis: s.name for s in settings}):
+                continue
             flags: dict[str, str] = {}
             configs: list[str] = []
             for source in (self.args, *(s.flags for s in settings), budget_flags, overrides or {}):
@@ -227,3 +251,17 @@ def _settings(path: Path, axis: str, spec: Any) -> list[Setting]:
             raise StudyError(f"{where}: setting name {name!r} must be a non-empty string without '/'")
         settings.append(Setting(axis, name, _flags(f"{where}.{name}", flags)))
     return settings
+
+
+def _exclusions(path: Path, spec: Any, axes: dict[str, list[Setting]]) -> tuple[dict[str, str], ...]:
+    """The ``exclude`` list: each entry maps axes of the grid to names of their settings."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, list) or not all(isinstance(rule, Mapping) and rule for rule in spec):
+        raise StudyError(f"{path}: exclude must be a list of {{axis: setting}} mappings")
+    for rule in spec:
+        for axis, name in rule.items():
+            names = [s.name for s in axes.get(axis, [])]
+            if name not in names:
+                raise StudyError(f"{path}: exclude names {axis}={name!r}, which is not in the grid ({axis}: {names})")
+    return tuple({str(k): str(v) for k, v in rule.items()} for rule in spec)

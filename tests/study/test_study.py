@@ -248,3 +248,34 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: no study file {tmp_path / 'nothing.yaml'}"
     assert study_main(["run", str(write_study(tmp_path / "tiny.yaml")), "--budget", "paper"]) == 2
     assert "no budget 'paper'" in capsys.readouterr().err
+
+
+def test_excluded_combinations_are_not_run_and_show_as_not_applicable(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml", exclude=[{"estimator": "Reinforce", "seed": "seed1"}]))
+    assert [r.id for r in study.runs("smoke")] == [
+        "poisson/GenGSExplicit/seed0",
+        "poisson/GenGSExplicit/seed1",
+        "poisson/Reinforce/seed0",
+    ]
+    everything = Study.load(write_study(tmp_path / "all.yaml", exclude=[{"estimator": "Reinforce"}]))
+    text = write_report(everything, "smoke", Layout(tmp_path / "results"), tmp_path / "docs").read_text()
+    assert "| Reinforce | n/a |  |" in text
+    with pytest.raises(StudyError, match="exclude names estimator='VIMCO', which is not in the grid"):
+        Study.load(write_study(tmp_path / "bad.yaml", exclude=[{"estimator": "VIMCO"}]))
+
+
+def test_curve_metrics_need_their_curves_and_unknown_prefixes_are_refused(tmp_path):
+    study = Study.load(
+        write_study(
+            tmp_path / "tiny.yaml",
+            report={"rows": "estimator", "metric": "mean:train/grad_var", "also": ["best:train/loss", "test/loss"]},
+        )
+    )
+    assert study.curve_tags == ("train/grad_var", "train/loss")
+    result = {"status": "done", "final": {}, "curves": {"train/grad_var": [[0, 1.0], [5, 3.0]]}}
+    from gengs_lightning.study.report import metric_value
+
+    assert metric_value(result, "mean:train/grad_var") == 2.0
+    assert metric_value(result, "best:train/grad_var") == 1.0
+    with pytest.raises(ValueError, match="the prefix must be best: or mean:"):
+        metric_value(result, "last:train/grad_var")
