@@ -5,7 +5,8 @@ The study file's ``report`` section lays the tables out (every key optional but 
     report:
       rows: estimator                  # axis (or list of axes) of the table's rows
       columns: prior                   # axis of its columns; without it one column
-      metric: test/loss                # a tag's last value, best:<tag> (its curve's minimum), mean:<tag>
+      metric: test/loss                # a tag's last value, best:<tag> (its curve's minimum), mean:<tag>,
+                                       # or wall_time_s (the run's seconds)
       label: test negative ELBO
       also: [test/nll_iw]              # further tables, same layout
       lower_is_better: true
@@ -47,9 +48,14 @@ def load_results(study: Study, budget: str, layout: Layout = Layout()) -> dict[s
 
 
 def metric_value(result: dict[str, Any], metric: str) -> float | None:
-    """``metric`` of a finished result: a tag's last value, ``best:<tag>`` or ``mean:<tag>`` over its curve."""
+    """``metric`` of a finished result (``None`` for a run that did not finish).
+
+    A tag's last value, ``best:<tag>`` or ``mean:<tag>`` of its curve, or ``wall_time_s``.
+    """
     if result["status"] != "done":
         return None
+    if metric == "wall_time_s":
+        return result["wall_time_s"]
     kind, _, tag = metric.rpartition(":")
     if kind not in ("", "best", "mean"):
         raise ValueError(f"report metric {metric!r}: the prefix must be best: or mean:, got {kind!r}")

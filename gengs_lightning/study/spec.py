@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ import yaml
 STUDY_KEYS = ("name", "title", "command", "args", "budgets", "grid", "exclude", "report")
 #: Flags whose value depends on the machine, not on the run (left out of the argument hash).
 MACHINE_FLAGS = ("--data.data_dir", "--data.init_args.data_dir")
+#: What a setting name may hold: it names files and is matched by ``--only`` glob patterns.
+SETTING_NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
 #: Flags a study may not set: the runner owns where a run logs.
 RESERVED_FLAGS = ("--trainer.logger.init_args.save_dir", "--trainer.logger.init_args.name")
 
@@ -242,13 +245,17 @@ def _settings(path: Path, axis: str, spec: Any) -> list[Setting]:
         flag, values = spec["flag"], spec["values"]
         if not isinstance(values, list) or not values:
             raise StudyError(f"{where}.values must be a non-empty list")
-        return [Setting(axis, f"{axis}{_flag_value(v)}", _flags(where, {flag: v})) for v in values]
+        settings = [Setting(axis, f"{axis}{_flag_value(v)}", _flags(where, {flag: v})) for v in values]
+        bad = [s.name for s in settings if not SETTING_NAME.fullmatch(s.name)]
+        if bad:
+            raise StudyError(f"{where}.values: {bad} would not make file names; name the settings instead")
+        return settings
     if not isinstance(spec, Mapping) or not spec:
         raise StudyError(f"{where} must map setting names to flags, or be {{flag: --name, values: [...]}}")
     settings = []
     for name, flags in spec.items():
-        if not isinstance(name, str) or not name or "/" in name:
-            raise StudyError(f"{where}: setting name {name!r} must be a non-empty string without '/'")
+        if not isinstance(name, str) or not SETTING_NAME.fullmatch(name):
+            raise StudyError(f"{where}: setting name {name!r} may hold only letters, digits and _ . = + -")
         settings.append(Setting(axis, name, _flags(f"{where}.{name}", flags)))
     return settings
 
