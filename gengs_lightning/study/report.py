@@ -287,16 +287,18 @@ def _flags_text(flags: dict[str, str]) -> str:
 
 def _run_table(arranged: Arrangement) -> list[str]:
     """Every run with its status, wall time and machine."""
-    lines = ["| run | status | wall time | machine |", "|---|---|---|---|"]
+    lines = ["| run | status | wall time | machine | code |", "|---|---|---|---|---|"]
     for run in arranged.runs:
         result = arranged.results.get(run.id)
         if result is None:
-            lines.append(f"| {run.id} | missing | | |")
+            lines.append(f"| {run.id} | missing | | | |")
             continue
         host = result["machine"]
         device = host.get("gpu") or host.get("cpu")
+        code = result.get("code") or {}
+        version = code.get("commit", "?")[:10] + (" (uncommitted changes)" if code.get("dirty") else "")
         lines.append(
             f"| {run.id} | {result['status']} | {result['wall_time_s']:.0f} s | {device}, {host['threads']} thread(s), "
-            f"torch {host['torch']} |"
+            f"torch {host['torch']} | {version} |"
         )
     return lines

@@ -5,7 +5,9 @@ of the cores), logging under ``<runs>/<study>/<budget>/<run>/version_0``. When i
 its TensorBoard events and saved ``config.yaml`` and writes ``<results>/<study>/<budget>/<run>.json``:
 the axes, the arguments and their hash, the resolved config and its hash, the status (``done``,
 ``diverged`` when training stopped on a non-finite loss, ``failed`` otherwise), the last value of every
-scalar, the curves of ``val/*`` and the study's extra tags, the wall time and the machine. A run whose
+scalar, the curves of ``val/*`` and the study's extra tags, the wall time, the machine and the git
+commit of the code (with a flag for uncommitted changes; run studies from a clean checkout, e.g. a
+``git worktree``, while the code is being edited). A run whose
 file exists with the same argument hash is skipped, so a study continues where it stopped, on any
 machine, and result files from several machines merge by copying (:func:`merge`). Failed runs are run
 again; diverged ones are results.
@@ -154,6 +156,7 @@ def collect(
         "curves": curves,
         "wall_time_s": round(wall_time, 1),
         "machine": machine(threads),
+        "code": code_version(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -209,6 +212,18 @@ def machine(threads: int) -> dict[str, Any]:
         "threads": threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the working directory and whether it had uncommitted changes (``None`` outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit.strip(), "dirty": bool(changes.strip())}
 
 
 def run_study(

@@ -108,6 +108,7 @@ def test_run_writes_results_skips_done_runs_and_reports(tmp_path, monkeypatch):
     assert result["final"]["train/loss"] == result["curves"]["train/loss"][-1][1]
     assert result["machine"]["threads"] == 1 and result["machine"]["torch"]
     assert result["wall_time_s"] > 0 and len(result["config_hash"]) == 16
+    assert result["code"] is None or len(result["code"]["commit"]) == 40
 
     # done runs are skipped; the other seed is still pending
     again = run_study(study, "smoke", layout, only=["poisson/*/seed0"], log=lambda _: None)
@@ -132,7 +133,7 @@ def test_run_writes_results_skips_done_runs_and_reports(tmp_path, monkeypatch):
     assert "(n=1)" in genGS and "| 36.0 |" in genGS
     assert ("**" in genGS) != ("**" in reinforce)  # exactly one best value per column
     assert "Better by more than the seed spread" in text
-    assert "| poisson/Reinforce/seed1 | missing | | |" in text
+    assert "| poisson/Reinforce/seed1 | missing | | | |" in text
     assert (tmp_path / "docs" / "tiny" / "train_loss.png").stat().st_size > 1000
 
 
@@ -279,3 +280,12 @@ def test_curve_metrics_need_their_curves_and_unknown_prefixes_are_refused(tmp_pa
     assert metric_value(result, "best:train/grad_var") == 1.0
     with pytest.raises(ValueError, match="the prefix must be best: or mean:"):
         metric_value(result, "last:train/grad_var")
+
+
+def test_code_version_names_the_commit_of_the_working_directory(monkeypatch):
+    from gengs_lightning.study.runner import code_version
+
+    monkeypatch.chdir(REPO)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    version = code_version()
+    assert version["commit"] == head and isinstance(version["dirty"], bool)
