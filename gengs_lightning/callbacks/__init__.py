@@ -2,6 +2,7 @@
 
 from gengs_lightning.callbacks.gradient_monitor import GradientMonitor
 from gengs_lightning.callbacks.prediction_writer import PredictionWriter, read_predictions
+from gengs_lightning.callbacks.resume import ExactResume
 from gengs_lightning.callbacks.temperature import TemperatureSchedule
 
-__all__ = ["GradientMonitor", "PredictionWriter", "TemperatureSchedule", "read_predictions"]
+__all__ = ["ExactResume", "GradientMonitor", "PredictionWriter", "TemperatureSchedule", "read_predictions"]

@@ -25,6 +25,7 @@ from gengs_lightning.data.readers import (
     read_mat,
     read_omniglot_npz,
 )
+from gengs_lightning.data.resumable import ResumableDataLoader
 
 Binarization = Literal["dynamic", "threshold"]
 _BINARIZATIONS = ("dynamic", "threshold")
@@ -112,7 +113,9 @@ class BinaryImageDataModule(pl.LightningDataModule):
     * ``"threshold"``: ``x = g > threshold`` for every split.
     * ``None``: the images are binary already and used as they are (:class:`BinarizedMNIST`).
 
-    The training loader shuffles; the prediction loader is the test set.
+    The training loader shuffles, in an order fixed by ``seed_everything`` and the epoch, and a checkpoint
+    resumes it mid-epoch (:class:`~gengs_lightning.data.resumable.ResumableDataLoader`); the prediction
+    loader is the test set.
 
     Args:
         binarization: ``"dynamic"``, ``"threshold"``, or ``None`` for binary data.
@@ -209,19 +212,27 @@ class BinaryImageDataModule(pl.LightningDataModule):
             return torch.bernoulli(batch)
         return batch
 
-    def _loader(self, data: Tensor | None, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, data: Tensor | None, batch_size: int) -> DataLoader:
         if data is None:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a dataloader")
         return DataLoader(
             data,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True)
+        if self.train_data is None:
+            raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a dataloader")
+        return ResumableDataLoader.for_trainer(
+            self.train_data,
+            self.trainer,
+            shuffle=True,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_data, self.eval_batch_size)

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from gengs_lightning.data.resumable import ResumableDataLoader
+
 
 class _RepeatedTargets(Dataset):
     """The same target vector as every item: one item is one full batch of targets."""
@@ -61,7 +63,9 @@ class ToyTargets(pl.LightningDataModule):
             return distribution.sample((num_targets,)).float()
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_RepeatedTargets(self.targets, self.steps_per_epoch), batch_size=None)
+        """``steps_per_epoch`` batches of all targets (this rank's share of them under DDP), resumable mid-epoch."""
+        dataset = _RepeatedTargets(self.targets, self.steps_per_epoch)
+        return ResumableDataLoader.for_trainer(dataset, self.trainer, shuffle=False, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         """One batch of all targets: the loss with exact (discrete) samples."""

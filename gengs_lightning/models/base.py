@@ -13,6 +13,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gengs_lightning.callbacks.resume import ExactResume
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 
@@ -85,11 +86,21 @@ class DiscreteLatentModule(pl.LightningModule):
         return (p for p in self.parameters() if id(p) not in own)
 
     # -- the shared machinery ------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """:class:`~gengs_lightning.callbacks.ExactResume`, so that a resumed fit continues exactly.
+
+        Added here rather than by the CLI so that every trainer fitting the model has it (a config's
+        ``trainer.callbacks`` list cannot drop it) and it sits with the per-rank seeding of :meth:`setup`.
+        """
+        return [ExactResume()]
+
     def setup(self, stage: str) -> None:
         """Give every DDP rank its own noise: rank ``r`` re-seeds torch with ``initial_seed + r``.
 
         The CLI seeds every process alike (so models start identical); without this, all ranks would
-        draw the same Gumbel noise and data parallelism would not reduce the gradient's variance.
+        draw the same Gumbel noise and data parallelism would not reduce the gradient's variance. A fit
+        resumed from a checkpoint then gets each rank's saved state back (:class:`ExactResume`, which
+        Lightning restores after ``setup``).
         """
         if self.trainer is not None and self.trainer.world_size > 1:
             torch.manual_seed((torch.initial_seed() + self.trainer.global_rank) % 2**63)

@@ -1,0 +1,166 @@
+"""A run stopped at a checkpoint and resumed with ``--ckpt_path`` logs what the uninterrupted run logs, step for step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import CONFIGS, REPO, event_dirs, read_scalars
+
+from gengs_lightning.cli import main
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def checkpointing_config(tmp_path: Path, base: str, every_n_train_steps: int, **changes) -> Path:
+    """``base`` logging every step and checkpointing at every epoch end and every ``every_n_train_steps`` steps.
+
+    ``changes`` are ``section.key=value`` overrides of the YAML (dots in the key name nesting).
+    """
+    config = yaml.safe_load((CONFIGS / base).read_text())
+    config["trainer"]["log_every_n_steps"] = 1
+    folder = tmp_path / "checkpoints"
+    config["trainer"]["callbacks"] = [
+        {
+            "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(folder / "epochs"), "save_top_k": -1},
+        },
+        {
+            "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(folder / "steps"),
+                "every_n_train_steps": every_n_train_steps,
+                "save_top_k": -1,
+            },
+        },
+    ]
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def saved_checkpoints(tmp_path: Path) -> Path:
+    """A copy of the checkpoints written so far (resumed runs write into the same folders)."""
+    return Path(shutil.copytree(tmp_path / "checkpoints", tmp_path / "saved"))
+
+
+def checkpoint(saved: Path, kind: str, step: int) -> Path:
+    (path,) = (saved / kind).glob(f"*step={step}.ckpt")
+    return path
+
+
+def logged(save_dir: Path) -> dict[str, dict[int, float]]:
+    (log_dir,) = event_dirs(save_dir)
+    return {tag: dict(values) for tag, values in read_scalars(log_dir).items()}
+
+
+def assert_continues(uninterrupted: dict, resumed: dict, start: int, tags=("train/loss", "train/tau")) -> None:
+    """Every tag the resumed run logs equals the uninterrupted run's at every step from ``start`` on."""
+    for tag in tags:
+        expected = {step: value for step, value in uninterrupted[tag].items() if step >= start}
+        got = resumed[tag]
+        assert sorted(got) == sorted(expected), tag
+        differences = {step: abs(got[step] - expected[step]) for step in expected}
+        assert max(differences.values()) == 0.0, (tag, {s: d for s, d in differences.items() if d})
+    assert len(set(resumed["train/loss"].values())) > 1  # the loss moves, so the comparison is not vacuous
+
+
+def fit(config: Path, save_dir: Path, *extra: str) -> None:
+    main(["fit", "--config", str(config), f"--trainer.logger.init_args.save_dir={save_dir}", *QUIET, *extra])
+
+
+@pytest.mark.parametrize(
+    ("changes", "resumes"),
+    [
+        # checkpoints at the end of every epoch (40 steps; written in on_train_epoch_end) and every 30 steps
+        ({}, [("epochs", 40), ("steps", 30), ("steps", 60)]),
+        # validation every 20 steps: checkpoints after it (mid-epoch at 20, 60) and just before it (at 60)
+        ({"trainer__val_check_interval": 20}, [("epochs", 20), ("epochs", 40), ("steps", 60)]),
+    ],
+    ids=["validating_every_epoch", "validating_every_20_steps"],
+)
+def test_toy_run_resumed_at_a_checkpoint_logs_the_same_loss(changes, resumes, tmp_path):
+    """Resumed at an epoch end, mid-epoch, and before or after a validation: the same noise, step for step."""
+    config = checkpointing_config(
+        tmp_path,
+        "toy/poisson.yaml",
+        every_n_train_steps=30,
+        data__init_args__steps_per_epoch=40,
+        model__init_args__grad_every=25,  # the gradient statistics draw noise too
+        model__init_args__grad_draws=4,
+        temperature={"kind": "exponential", "tau_min": 0.05, "rate": 0.03},
+        **changes,
+    )
+    fit(config, tmp_path / "full", "--trainer.max_steps=100")
+    uninterrupted = logged(tmp_path / "full")
+    saved = saved_checkpoints(tmp_path)
+    for kind, step in resumes:
+        save_dir = tmp_path / f"resumed_{kind}_{step}"
+        fit(config, save_dir, "--trainer.max_steps=100", f"--ckpt_path={checkpoint(saved, kind, step)}")
+        assert_continues(uninterrupted, logged(save_dir), step)
+
+
+def test_vae_on_digits_resumed_at_a_checkpoint_sees_the_same_batches(tmp_path):
+    """Shuffled batches, dynamic binarisation and the gradient monitor's draws all continue (6 batches an epoch)."""
+    config = checkpointing_config(
+        tmp_path, "vae/digits_poisson2.yaml", every_n_train_steps=4, data__init_args__batch_size=200
+    )
+    monitor = ["--trainer.callbacks+=gengs_lightning.callbacks.GradientMonitor", "--trainer.callbacks.every_n_steps=5"]
+    flags = ["--trainer.max_steps=16", "--test_after_fit=false", *monitor, "--trainer.callbacks.num_draws=2"]
+    fit(config, tmp_path / "full", *flags)
+    uninterrupted = logged(tmp_path / "full")
+    saved = saved_checkpoints(tmp_path)
+    for kind, step in [("epochs", 6), ("steps", 8)]:
+        save_dir = tmp_path / f"resumed_{kind}_{step}"
+        fit(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
+        assert_continues(uninterrupted, logged(save_dir), step)
+
+
+def run_ddp(config: Path, save_dir: Path, *extra: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    command = [
+        sys.executable,
+        "-m",
+        "gengs_lightning",
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        *QUIET,
+        *extra,
+    ]
+    result = subprocess.run(command, cwd=save_dir.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_run_resumed_at_a_checkpoint_logs_the_same_loss(tmp_path):
+    """Two CPU ranks (each draws its own noise; both feed the gradient): 20 batches an epoch per rank."""
+    config = checkpointing_config(
+        tmp_path,
+        "toy/poisson.yaml",
+        every_n_train_steps=15,
+        data__init_args__steps_per_epoch=40,
+        model__init_args__grad_every=0,
+        temperature={"kind": "exponential", "tau_min": 0.05, "rate": 0.03},
+    )
+    run_ddp(config, tmp_path / "full", "--trainer.max_steps=50")
+    uninterrupted = logged(tmp_path / "full")
+    saved = saved_checkpoints(tmp_path)
+    for kind, step in [("epochs", 20), ("steps", 30)]:
+        save_dir = tmp_path / f"resumed_{kind}_{step}"
+        run_ddp(config, save_dir, "--trainer.max_steps=50", f"--ckpt_path={checkpoint(saved, kind, step)}")
+        assert_continues(uninterrupted, logged(save_dir), step)
