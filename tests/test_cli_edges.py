@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+from helpers import event_dirs, read_scalars
 
 from gengs_lightning.cli import main
 from gengs_lightning.estimators import ParameterRangeError
@@ -45,3 +48,32 @@ def test_an_untruncated_rate_beyond_the_sampler_names_the_step(estimator, flag, 
     message = str(error.value)
     assert message.startswith(f"At global step {step}, epoch 0: {estimator} samples the untruncated poisson family")
     assert shown in message and "truncation" in message
+
+
+def edge_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if "edge of its truncation window" in str(w.message)]
+
+
+def test_a_posterior_pinned_at_the_window_edge_warns_once_with_the_step(toy_args, tmp_path):
+    """An absurd learning rate sends the rate to ~1e6 in one step; the window [0, 59] then holds it on its edge."""
+    args = toy_args("poisson", "--model.optimizer.init_args.lr=1e6", "--model.init_args.grad_every=0")
+    with pytest.warns(UserWarning) as caught:
+        cli = main(["fit", *args, "--trainer.max_steps=30"])
+    assert cli.trainer.global_step == 30  # a warning, not an error: the run goes on
+    (message,) = edge_warnings(caught)
+    assert message.startswith(
+        "At global step 1, epoch 0: the posterior puts 1 of its mass (trunc_edge_mass, batch mean"
+    )
+    assert "window [0, 59]" in message and "widen the window" in message and "GenGSNonparametric" in message
+    (log_dir,) = event_dirs(tmp_path / "logs")
+    assert [value for _, value in read_scalars(log_dir)["train/trunc_edge_mass"]][-1] > 0.99
+
+
+def test_a_normal_toy_run_does_not_warn_about_the_window_edge(toy_args, tmp_path):
+    args = toy_args("poisson", "--model.init_args.grad_every=0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", *args, "--trainer.max_steps=100"])
+    assert edge_warnings(caught) == []
+    (log_dir,) = event_dirs(tmp_path / "logs")
+    assert max(value for _, value in read_scalars(log_dir)["train/trunc_edge_mass"]) < 1e-6

@@ -8,7 +8,9 @@ from gengs_lightning.estimators.base import (
     check_num_samples,
     check_temperature,
     check_window,
+    edge_mass,
     inject_gradients,
+    truncation_stats,
 )
 from gengs_lightning.estimators.control_variates import REBAR, RELAX, ControlVariateEstimator, conditional_gumbel
 from gengs_lightning.estimators.gengs import (
@@ -64,5 +66,7 @@ __all__ = [
     "check_num_samples",
     "check_temperature",
     "check_window",
+    "edge_mass",
     "inject_gradients",
+    "truncation_stats",
 ]

@@ -104,6 +104,50 @@ def check_num_samples(num_samples: int) -> int:
     return num_samples
 
 
+def truncation_stats(posterior: TruncatedDiscrete, prior: Prior, tail_mass: Tensor | None = None) -> dict[str, Tensor]:
+    """What every estimator on a window's outcome table logs about the truncation (detached scalars).
+
+    * ``trunc_n``: the number of outcomes;
+    * ``trunc_tail_mass``: the mass outside the window (batch mean), by default the posterior's own
+      (folded into the edges); estimators whose posterior is free logits on the window pass the prior's;
+    * ``trunc_edge_mass``: :func:`edge_mass`.
+
+    Args:
+        posterior: The posterior table.
+        prior: The prior (its family says whether the window's high edge is the end of the support).
+        tail_mass: The mass outside the window to report instead of the posterior's.
+    """
+    tail = posterior.tail_mass if tail_mass is None else tail_mass
+    return {
+        "trunc_n": torch.tensor(float(posterior.num_outcomes)),
+        "trunc_tail_mass": tail.detach().float().mean(),
+        "trunc_edge_mass": edge_mass(posterior, prior),
+    }
+
+
+def edge_mass(posterior: TruncatedDiscrete, prior: Prior) -> Tensor:
+    """The largest batch-mean probability, over latent dimensions, on the window's cut edges.
+
+    The cut edges are the outcomes past which the window drops support: its low edge above 0 and its
+    high edge below the end of the family's support. A posterior whose mass piles there is no longer
+    covered by the window (its mode lies outside). Zero for tables without a window (categorical,
+    multinomial) and for windows that cut nothing.
+    """
+    window = posterior.window
+    if window is None:
+        return torch.zeros(())
+    support = prior.family.support_window(**prior.structural)
+    cut = set()
+    if window.low > 0:
+        cut.add(0)
+    if support is None or window.high < support.high:
+        cut.add(posterior.num_outcomes - 1)
+    if not cut:
+        return torch.zeros(())
+    mass = posterior.log_pmf.detach()[..., sorted(cut)].exp().sum(-1).float()  # (B, D)
+    return mass.mean(0).max()
+
+
 @dataclass
 class EstimatorOutput:
     """What an estimator returns to the model.
@@ -115,7 +159,7 @@ class EstimatorOutput:
         loss: The per-example loss to report, ``(B,)``: mean objective plus KL.
         surrogate: A scalar whose gradient is the estimator's gradient of ``loss.mean()``.
         posterior: The approximate posterior ``q(z | x)``.
-        stats: Scalars worth logging (e.g. ``trunc_n``, ``trunc_tail_mass``), detached.
+        stats: Scalars worth logging (e.g. :func:`truncation_stats`), detached.
     """
 
     sample: Tensor

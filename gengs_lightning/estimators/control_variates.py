@@ -51,6 +51,7 @@ from gengs_lightning.estimators.base import (
     TruncatedTableEstimator,
     WindowArg,
     inject_gradients,
+    truncation_stats,
 )
 
 
@@ -205,8 +206,7 @@ class ControlVariateEstimator(TruncatedTableEstimator):
         with torch.no_grad():
             self.tau.copy_(self.temperature)
         stats = {
-            "trunc_n": torch.tensor(float(posterior.num_outcomes)),
-            "trunc_tail_mass": posterior.tail_mass.detach().mean(),
+            **truncation_stats(posterior, prior),
             "cv_temperature": self.temperature.detach().clone(),
             **self.extra_stats(),
         }

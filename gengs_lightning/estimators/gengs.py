@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
@@ -17,7 +16,14 @@ from gengs_lightning.distributions import (
     check_eps,
     quantile_window,
 )
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg, check_window
+from gengs_lightning.estimators.base import (
+    Estimator,
+    EstimatorOutput,
+    Objective,
+    WindowArg,
+    check_window,
+    truncation_stats,
+)
 
 
 class GenGSEstimator(Estimator):
@@ -61,7 +67,7 @@ class GenGSEstimator(Estimator):
             loss=loss,
             surrogate=loss.mean(),
             posterior=posterior,
-            stats=self._stats(posterior, prior_table),
+            stats=truncation_stats(posterior, prior, self._tail_mass(posterior, prior_table)),
         )
 
     def posterior(self, params: Tensor, prior: Prior) -> TruncatedDiscrete:
@@ -75,12 +81,9 @@ class GenGSEstimator(Estimator):
     def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
         """The posterior table and the prior on the same outcomes."""
 
-    def _stats(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> dict[str, Tensor]:
-        """Window size and the mass the truncation leaves outside it (mean over the batch)."""
-        return {
-            "trunc_n": torch.tensor(float(posterior.num_outcomes)),
-            "trunc_tail_mass": posterior.tail_mass.detach().mean(),
-        }
+    def _tail_mass(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> Tensor:
+        """The mass the truncation leaves outside the window, logged as ``trunc_tail_mass``: the posterior's."""
+        return posterior.tail_mass
 
     def extra_repr(self) -> str:
         return f"window={self.window}, hard={self.hard}, {super().extra_repr()}"
@@ -145,11 +148,9 @@ class GenGSImplicit(GenGSEstimator):
     def raw_like(self, prior: Prior) -> Tensor:
         return prior.truncated(prior.resolve_window(self.window)).log_pmf
 
-    def _stats(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> dict[str, Tensor]:
-        return {
-            "trunc_n": torch.tensor(float(posterior.num_outcomes)),
-            "trunc_tail_mass": prior_table.tail_mass.detach().mean(),
-        }
+    def _tail_mass(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> Tensor:
+        """The prior's mass outside the window (the posterior's logits have none)."""
+        return prior_table.tail_mass
 
 
 class GenGSNonparametric(GenGSExplicit):

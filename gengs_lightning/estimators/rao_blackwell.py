@@ -45,7 +45,13 @@ from gengs_lightning.distributions import (
     relaxed_outcome,
     sample_gumbel,
 )
-from gengs_lightning.estimators.base import EstimatorOutput, Objective, TruncatedTableEstimator, WindowArg
+from gengs_lightning.estimators.base import (
+    EstimatorOutput,
+    Objective,
+    TruncatedTableEstimator,
+    WindowArg,
+    truncation_stats,
+)
 
 #: Largest set size of :class:`UnOrd`: its set probabilities enumerate the ``k!`` orderings.
 MAX_SET_SIZE = 6
@@ -193,10 +199,7 @@ class RaoBlackwellEstimator(TruncatedTableEstimator):
             kl_term = kl_divergence(posterior, prior_table).sum(-1)
         else:
             kl_term = params.new_zeros(batch)
-        stats = {
-            "trunc_n": torch.tensor(float(posterior.num_outcomes)),
-            "trunc_tail_mass": posterior.tail_mass.detach().mean(),
-        }
+        stats = truncation_stats(posterior, prior)
         if not self.training:
             sample = posterior.sample((self.num_samples,))
             value = self.check_objective(objective(sample), batch)

@@ -34,7 +34,14 @@ from torch.distributions import Distribution, kl_divergence
 from torch.special import log_ndtr
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, WindowArg, check_window
+from gengs_lightning.estimators.base import (
+    Estimator,
+    EstimatorOutput,
+    Objective,
+    WindowArg,
+    check_window,
+    truncation_stats,
+)
 
 #: The IGR variants: identity, stick-breaking and planar flows before ``softmax++``.
 IGRVariant = Literal["I", "SB", "Planar"]
@@ -682,10 +689,7 @@ class GumbelSoftmax(Estimator):
         value = self.check_objective(objective(sample), params.shape[0])
         kl_term = kl_divergence(posterior, table).sum(-1) if kl else value.new_zeros(params.shape[0])
         loss = value.mean(0) + kl_term
-        stats = {
-            "trunc_n": torch.tensor(float(table.num_outcomes)),
-            "trunc_tail_mass": table.tail_mass.detach().float().mean(),
-        }
+        stats = truncation_stats(posterior, prior, tail_mass=table.tail_mass)
         return EstimatorOutput(sample, value, kl_term, loss, loss.mean(), posterior, stats)
 
     def extra_repr(self) -> str:

@@ -44,7 +44,14 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints, kl_divergence
 
 from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
-from gengs_lightning.estimators.base import Estimator, EstimatorOutput, Objective, ParameterRangeError, check_window
+from gengs_lightning.estimators.base import (
+    Estimator,
+    EstimatorOutput,
+    Objective,
+    ParameterRangeError,
+    check_window,
+    truncation_stats,
+)
 
 __all__ = [
     "BASELINES",
@@ -361,8 +368,7 @@ class ScoreFunctionEstimator(Estimator):
         kl_term = self.latent_kl(params, posterior, prior).sum(-1) if kl else value.new_zeros(batch)
         draw = ScoreFunctionDraw(params, objective, prior, posterior, sample, value, kl_term, kl)
         if self.truncated:
-            draw.stats["trunc_n"] = torch.tensor(float(posterior.num_outcomes))
-            draw.stats["trunc_tail_mass"] = posterior.tail_mass.detach().mean()
+            draw.stats.update(truncation_stats(posterior, prior))
         loss = self.loss(draw)
         surrogate = loss.mean()
         if self.training:

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -18,6 +19,10 @@ from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 
 _EVAL_STAGES = ("val", "test")
+
+#: ``trunc_edge_mass`` above which training warns, once, that the window no longer covers the posterior:
+#: then more than half of a latent dimension's mass (batch mean) sits on an edge where the window cuts support.
+EDGE_MASS_WARNING = 0.5
 
 
 class DiscreteLatentModule(pl.LightningModule):
@@ -30,11 +35,14 @@ class DiscreteLatentModule(pl.LightningModule):
       ``(S, B, D, *event)`` (e.g. ``-log p(x | z)``; the KL to the prior is added by the estimator).
 
     The base class runs the estimator, backpropagates its surrogate, logs ``train/loss``,
-    ``train/tau``, ``train/trunc_n``, ``train/trunc_tail_mass`` (and, with a KL term, ``train/kl`` and
-    ``train/<objective_name>``) every step, ``val/*`` and ``test/*`` as torchmetrics means that are
-    exact under DDP, and stops with the step number when the loss is not finite (a non-finite gradient
-    shows as a non-finite loss one step later; checking every gradient costs ~4% of a VAE step). Under
-    DDP every rank draws its own noise (see :meth:`setup`).
+    ``train/tau``, the estimator's stats (``train/trunc_n``, ``train/trunc_tail_mass``,
+    ``train/trunc_edge_mass``: :func:`~gengs_lightning.estimators.truncation_stats`; and, with a KL
+    term, ``train/kl`` and ``train/<objective_name>``) every step, ``val/*`` and ``test/*`` as
+    torchmetrics means that are exact under DDP, and stops with the step number when the loss is not
+    finite (a non-finite gradient shows as a non-finite loss one step later; checking every gradient
+    costs ~4% of a VAE step). It warns once, with the step, when the estimator's ``trunc_edge_mass``
+    exceeds :data:`EDGE_MASS_WARNING` (the posterior has run off its truncation window). Under DDP
+    every rank draws its own noise (see :meth:`setup`).
 
     Args:
         estimator: The gradient estimator (injected, e.g. ``GenGSExplicit``).
@@ -67,6 +75,7 @@ class DiscreteLatentModule(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         names = ("loss", self.objective_name, "kl") if self.uses_kl else ("loss",)
         self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
+        self._warned_edge = False
 
     # -- what a model provides ------------------------------------------------------------------------
     @abstractmethod
@@ -126,6 +135,7 @@ class DiscreteLatentModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         out = self.estimate(batch)
         self._check_finite("loss", out.surrogate, batch_idx)
+        self._check_edge_mass(out)
         if self._logging_step():
             self._log_training(out)
         return out.surrogate
@@ -225,6 +235,25 @@ class DiscreteLatentModule(pl.LightningModule):
                 "previous step's loss was finite, its gradient was not. Lower the learning rate, raise the "
                 "temperature or widen the truncation window."
             )
+
+    def _check_edge_mass(self, out: EstimatorOutput) -> None:
+        """Warn once, with the step, when ``trunc_edge_mass`` exceeds :data:`EDGE_MASS_WARNING`.
+
+        A posterior pinned on the edge of its window (by an absurd learning rate, or a window too narrow
+        for the data) trains on: its loss stays flat while the gradient through the folded edge vanishes.
+        """
+        edge = out.stats.get("trunc_edge_mass")
+        if self._warned_edge or edge is None or not float(edge) > EDGE_MASS_WARNING:
+            return
+        self._warned_edge = True
+        window = getattr(out.posterior, "window", None)
+        rank_zero_warn(
+            f"At {self._where()}: the posterior puts {float(edge):.3g} of its mass (trunc_edge_mass, batch mean "
+            f"of its most affected latent dimension; warning above {EDGE_MASS_WARNING}) on the edge of its "
+            f"truncation window {window}: the window no longer covers it. Lower the learning rate if it jumped "
+            "there, widen the window (the estimator's window or truncation argument), or use "
+            "GenGSNonparametric, which chooses the window for every batch."
+        )
 
     def _where(self, batch_idx: int | None = None) -> str:
         """``global step N, epoch E[, batch B]``: where training is, for messages."""

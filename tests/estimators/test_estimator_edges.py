@@ -11,7 +11,8 @@ import torch
 from estimators.estimator_testing import make_prior
 
 import gengs_lightning.estimators as estimators
-from gengs_lightning.estimators import GenGSNonparametric, ParameterRangeError
+from gengs_lightning.distributions import Prior, TruncatedDiscrete, Window
+from gengs_lightning.estimators import GenGSNonparametric, ParameterRangeError, edge_mass
 
 #: Every concrete estimator the package exports.
 CONCRETE = sorted(
@@ -126,3 +127,46 @@ def test_untruncated_parameters_below_the_limit_and_truncated_ones_sample(name):
         out = estimator(params, _linear, prior, kl=False)
         (grad,) = torch.autograd.grad(out.surrogate, [params])
         assert torch.isfinite(out.loss).all() and torch.isfinite(grad).all()
+
+
+#: IGR's posterior table is a Monte Carlo or quadrature estimate, too costly to build every step for a stat.
+EDGE_REPORTING = sorted(set(WINDOWED) - {"IGR"})
+
+
+@pytest.mark.parametrize("name", EDGE_REPORTING)
+def test_every_windowed_estimator_reports_the_mass_on_the_window_edge(name):
+    """A posterior centred in [0, 7] has little mass on the edge 7; one of rate 100 has all of it there."""
+    prior = make_prior("poisson")
+    for rate, low, high in [(2.0, 0.0, 0.005), (100.0, 0.999, 1.0)]:
+        estimator = getattr(estimators, name)(**{WINDOWED[name]: 8}, num_samples=MIN_SAMPLES.get(name, 1))
+        params = estimator.raw_like(Prior("poisson", {"rate": rate})).expand(4, 3, -1).clone()
+        stats = estimator(params, _linear, prior).stats
+        assert low <= float(stats["trunc_edge_mass"]) <= high, (name, rate)
+        assert float(stats["trunc_n"]) == 8.0
+
+
+def table(family: str, params: dict, window) -> TruncatedDiscrete:
+    prior = Prior(family, params)
+    return prior.truncated(prior.resolve_window(window)), prior
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "window", "expected"),
+    [
+        ("poisson", {"rate": 0.5}, 8, 0.0),  # 0 is the support's own end: P(0) = 0.61 is no cut
+        ("poisson", {"rate": 1e-3}, (5, 15), 1.0),  # a two-sided window cuts below 5
+        ("binomial", {"total_count": 20, "probs": 0.999}, None, 0.0),  # the whole support: 20 is no cut
+        ("binomial", {"total_count": 20, "probs": 0.999}, 12, 1.0),  # [0, 11] cuts above 11
+        ("categorical", {"probs": [0.1, 0.9]}, None, 0.0),  # no window
+    ],
+)
+def test_only_edges_where_the_window_cuts_support_count(family, params, window, expected):
+    posterior, prior = table(family, params, window)
+    assert float(edge_mass(posterior, prior)) == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_edge_mass_is_the_worst_latent_dimension_averaged_over_the_batch():
+    prior = make_prior("poisson")
+    raw = torch.tensor([[[-5.0], [100.0]], [[-5.0], [-5.0]]])  # dimension 1 pinned at 7 in one of two examples
+    posterior = prior.posterior(raw, Window(0, 7))
+    assert float(edge_mass(posterior, prior)) == pytest.approx(0.5, abs=1e-3)
