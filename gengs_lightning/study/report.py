@@ -6,6 +6,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
       rows: estimator                  # axis (or list of axes) of the table's rows
       columns: prior                   # axis of its columns; without it one column
       metric: test/loss                # a tag's last value, best:<tag> (its curve's minimum), mean:<tag>,
+                                       # log10mean:<tag>, log10early:<tag> (the first fifth of the curve),
                                        # or wall_time_s (the run's seconds)
       label: test negative ELBO
       also: [test/nll_iw]              # further tables, same layout
@@ -33,14 +34,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gengs_lightning.study.runner import Layout, read_result
+from gengs_lightning.study.runner import Layout, read_result, select
 from gengs_lightning.study.spec import Run, Study
 
 
-def load_results(study: Study, budget: str, layout: Layout = Layout()) -> dict[str, dict[str, Any]]:
-    """Run id -> result for every run of the study that has a current (not stale) result file."""
+def _log10_mean(values: Sequence[float]) -> float | None:
+    """Mean of ``log10`` over the positive values (gradient variances span orders of magnitude)."""
+    logs = [math.log10(v) for v in values if v > 0]
+    return statistics.mean(logs) if logs else None
+
+
+#: ``<prefix>:<tag>`` metrics: a summary of the tag's curve.
+CURVE_SUMMARIES = {
+    "best": min,
+    "mean": statistics.mean,
+    "log10mean": _log10_mean,
+    "log10early": lambda values: _log10_mean(values[: max(1, len(values) // 5)]),
+}
+
+
+def load_results(runs: Sequence[Run], budget: str, layout: Layout = Layout()) -> dict[str, dict[str, Any]]:
+    """Run id -> result for every run that has a current (not stale) result file."""
     results = {}
-    for run in study.runs(budget):
+    for run in runs:
         result = read_result(layout.result_file(run, budget))
         if result is not None and result.get("args_hash") == run.args_hash:
             results[run.id] = result
@@ -50,20 +66,19 @@ def load_results(study: Study, budget: str, layout: Layout = Layout()) -> dict[s
 def metric_value(result: dict[str, Any], metric: str) -> float | None:
     """``metric`` of a finished result (``None`` for a run that did not finish).
 
-    A tag's last value, ``best:<tag>`` or ``mean:<tag>`` of its curve, or ``wall_time_s``.
+    A tag's last value, a summary of its curve (``best:<tag>``, any prefix of :data:`CURVE_SUMMARIES`), or
+    ``wall_time_s``.
     """
     if result["status"] != "done":
         return None
     if metric == "wall_time_s":
         return result["wall_time_s"]
     kind, _, tag = metric.rpartition(":")
-    if kind not in ("", "best", "mean"):
-        raise ValueError(f"report metric {metric!r}: the prefix must be best: or mean:, got {kind!r}")
+    if kind not in CURVE_SUMMARIES and kind:
+        raise ValueError(f"report metric {metric!r}: the prefix must be one of {', '.join(CURVE_SUMMARIES)}")
     if kind:
         curve = [value for _, value in result["curves"].get(tag, [])]
-        if not curve:
-            return None
-        return min(curve) if kind == "best" else statistics.mean(curve)
+        return CURVE_SUMMARIES[kind](curve) if curve else None
     value = result["final"].get(metric)
     return None if value is None or not math.isfinite(value) else value
 
@@ -107,7 +122,7 @@ class Cell:
 class Arrangement:
     """The study's runs arranged by the report's rows, columns and replicate axes."""
 
-    def __init__(self, study: Study, budget: str, results: dict[str, dict[str, Any]]):
+    def __init__(self, study: Study, runs: Sequence[Run], results: dict[str, dict[str, Any]], subset: bool = False):
         spec = study.report
         rows = spec.get("rows")
         if rows is None:
@@ -117,11 +132,14 @@ class Arrangement:
         for axis in [*self.row_axes, *([self.column_axis] if self.column_axis else [])]:
             if axis not in study.axes:
                 raise ValueError(f"{study.path}: report axis {axis!r} is not in the grid ({', '.join(study.axes)})")
-        self.runs: list[Run] = study.runs(budget)
+        self.runs = list(runs)
         self.results = results
         names = [[s.name for s in study.axes[axis]] for axis in self.row_axes]
         self.rows = [", ".join(combination) for combination in itertools.product(*names)]
         self.columns = [s.name for s in study.axes[self.column_axis]] if self.column_axis else [""]
+        if subset:  # a selection of the grid: only the rows and columns it has runs in
+            self.rows = [r for r in self.rows if any(self.row_key(run) == r for run in self.runs)]
+            self.columns = [c for c in self.columns if any(self.column_key(run) == c for run in self.runs)]
 
     def row_key(self, run: Run) -> str:
         return ", ".join(run.axes[a] for a in self.row_axes)
@@ -236,14 +254,29 @@ def plot(arranged: Arrangement, tag: str, path: Path, log_scale: bool) -> bool:
 
 
 def write_report(
-    study: Study, budget: str | None = None, layout: Layout = Layout(), out: Path = Path("docs/results")
+    study: Study,
+    budget: str | None = None,
+    layout: Layout = Layout(),
+    out: Path = Path("docs/results"),
+    overrides: dict[str, str] | None = None,
+    only: Sequence[str] = (),
 ) -> Path:
-    """Write the study's markdown report (and PNGs beside it); return the markdown file's path."""
+    """Write the study's markdown report (and PNGs beside it); return the markdown file's path.
+
+    Args:
+        study: The study.
+        budget: Budget name (default: the study's first).
+        layout: Where the result files are.
+        out: Folder of the report.
+        overrides: The flag overrides the runs were made with (see :func:`run_study`).
+        only: Glob patterns on run ids: report on these runs only.
+    """
     budget, budget_flags = study.budget(budget)
     default_budget = budget == next(iter(study.budgets))
     stem = study.name if default_budget else f"{study.name}_{budget}"
-    results = load_results(study, budget, layout)
-    arranged = Arrangement(study, budget, results)
+    runs = select(study.runs(budget, overrides), only)
+    results = load_results(runs, budget, layout)
+    arranged = Arrangement(study, runs, results, subset=bool(only))
     spec = study.report
     metric = spec.get("metric", "test/loss")
     lines = [f"# {study.title}", ""]
@@ -252,7 +285,8 @@ def write_report(
     states = [r["status"] for r in results.values()]
     total = len(arranged.runs)
     lines += [
-        f"Study `{study.path.as_posix()}`, budget `{budget}` ({_flags_text(budget_flags)}): {len(results)} of {total} "
+        f"Study `{study.path.as_posix()}`, budget `{budget}` ({_flags_text({**budget_flags, **(overrides or {})})}): "
+        f"{len(results)} of {total} "
         f"runs have results ({states.count('done')} done, {states.count('diverged')} diverged, "
         f"{states.count('failed')} failed). Generated from `{(layout.results / study.name / budget).as_posix()}/` by "
         f"`python -m gengs_lightning.study report {study.path.as_posix()}"

@@ -201,7 +201,7 @@ class Study:
     def curve_tags(self) -> tuple[str, ...]:
         """Scalar tags besides ``val/*`` whose curves the report needs.
 
-        Its ``curve`` and ``curves_extra``, and the tags of ``best:`` and ``mean:`` metrics.
+        Its ``curve`` and ``curves_extra``, and the tags of ``<prefix>:<tag>`` metrics.
         """
         report = self.report
         metrics = [report.get("metric", ""), *(report.get("also") or ())]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -278,7 +279,9 @@ def test_curve_metrics_need_their_curves_and_unknown_prefixes_are_refused(tmp_pa
 
     assert metric_value(result, "mean:train/grad_var") == 2.0
     assert metric_value(result, "best:train/grad_var") == 1.0
-    with pytest.raises(ValueError, match="the prefix must be best: or mean:"):
+    assert metric_value(result, "log10mean:train/grad_var") == pytest.approx(math.log10(3.0) / 2)
+    assert metric_value(result, "log10early:train/grad_var") == 0.0
+    with pytest.raises(ValueError, match="the prefix must be one of best, mean, log10mean, log10early"):
         metric_value(result, "last:train/grad_var")
 
 
