@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,43 @@ class Layout:
     def run_dir(self, run: Run, budget: str) -> Path:
         return self.runs / run.study / budget / run.file_stem
 
+    def lock_file(self, run: Run, budget: str) -> Path:
+        return self.runs / run.study / budget / f"{run.file_stem}.lock"
+
+
+def _alive(lock: Path) -> bool:
+    """Whether the lock names a process of this machine that is still running."""
+    try:
+        host, pid = lock.read_text().split()
+        if host != socket.gethostname():
+            return True  # another machine's run: trust its lock
+        os.kill(int(pid), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(run: Run, budget: str, layout: Layout) -> bool:
+    """Take the run's lock (``<runs>/<study>/<budget>/<run>.lock``) unless a live runner holds it.
+
+    So that two runners on one study (two shells, or a restarted one while its old runs finish) never run
+    the same run twice. A lock left by a process that no longer exists is taken over.
+    """
+    lock = layout.lock_file(run, budget)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(lock, "x") as handle:
+                handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return True
+        except FileExistsError:
+            if _alive(lock):
+                return False
+            lock.unlink(missing_ok=True)
+    return False
+
 
 def read_result(path: Path) -> dict[str, Any] | None:
     """A result file's content, or ``None`` if it does not exist."""
@@ -69,8 +107,14 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 def run_state(run: Run, budget: str, layout: Layout) -> str:
-    """``missing``, ``stale`` (the study's arguments changed), ``failed``, ``done`` or ``diverged``."""
+    """The state of a run: ``missing``, ``running``, ``stale``, ``failed``, ``done`` or ``diverged``.
+
+    ``running``: a live runner holds its lock; ``stale``: its result was made with other arguments.
+    """
     result = read_result(layout.result_file(run, budget))
+    lock = layout.lock_file(run, budget)
+    if (result is None or result["status"] == "failed") and lock.exists() and _alive(lock):
+        return "running"
     if result is None:
         return "missing"
     if result.get("args_hash") != run.args_hash:
@@ -260,14 +304,20 @@ def run_study(
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     log(f"study {study.name} ({budget}): {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
 
-    def one(run: Run) -> dict[str, Any]:
-        log(f"start {run.id}")
-        result = execute(run, budget, layout, threads, study.curve_tags)
+    def one(run: Run) -> dict[str, Any] | None:
+        if not claim(run, budget, layout):
+            log(f"skip {run.id}: another runner is running it")
+            return None
+        try:
+            log(f"start {run.id}")
+            result = execute(run, budget, layout, threads, study.curve_tags)
+        finally:
+            layout.lock_file(run, budget).unlink(missing_ok=True)
         log(f"{result['status']:>8} {run.id} in {result['wall_time_s']:.0f} s {_headline(result)}")
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, todo))
+        return [result for result in pool.map(one, todo) if result is not None]
 
 
 def select(runs: Sequence[Run], only: Sequence[str]) -> list[Run]:

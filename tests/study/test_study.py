@@ -292,3 +292,24 @@ def test_code_version_names_the_commit_of_the_working_directory(monkeypatch):
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     version = code_version()
     assert version["commit"] == head and isinstance(version["dirty"], bool)
+
+
+def test_a_run_locked_by_a_live_runner_is_skipped_and_a_dead_runners_lock_is_taken_over(tmp_path):
+    import os
+    import socket
+
+    from gengs_lightning.study.runner import claim
+
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    layout = Layout(tmp_path / "results", tmp_path / "runs")
+    first, second = study.runs("smoke")[:2]
+    assert claim(first, "smoke", layout)  # held by this (live) process
+    assert run_state(first, "smoke", layout) == "running"
+    assert first not in pending(study.runs("smoke"), "smoke", layout)
+    assert not claim(first, "smoke", layout)
+    dead = subprocess.Popen(["true"])  # a process that has exited: its pid is free
+    dead.wait()
+    layout.lock_file(second, "smoke").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    assert run_state(second, "smoke", layout) == "missing"
+    assert claim(second, "smoke", layout)
+    assert layout.lock_file(second, "smoke").read_text().split()[1] == str(os.getpid())
