@@ -10,7 +10,7 @@ from jsonargparse.typing import NonNegativeInt
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from gengs_lightning.callbacks import TemperatureSchedule
+from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
 from gengs_lightning.cli_evaluation import prepare_evaluation
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
@@ -36,7 +36,9 @@ class GenGSCLI(LightningCLI):
     entry of ``trainer.callbacks``, so that a config that lists other callbacks cannot drop it.
     ``--test_after_fit true`` makes ``fit`` also test the best checkpoint. The progress bar refreshes
     every ``--progress_bar_refresh_rate`` steps (0 hides it) unless the config lists a progress bar of
-    its own or sets ``trainer.enable_progress_bar`` to false.
+    its own or sets ``trainer.enable_progress_bar`` to false. Every run also has an
+    :class:`~gengs_lightning.callbacks.HParamsTable` (TensorBoard's HPARAMS row, added by :func:`main`
+    whatever the config's callbacks).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -112,7 +114,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": DEFAULT_LOGGER},
+        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": [HParamsTable()]},
         args=args,
         run=run,
     )

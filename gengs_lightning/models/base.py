@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from gengs_lightning.callbacks.resume import ExactResume
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
+from gengs_lightning.hparams import HParam, estimator_hparams, prior_hparams
 
 _EVAL_STAGES = ("val", "test")
 
@@ -56,6 +57,8 @@ class DiscreteLatentModule(pl.LightningModule):
     uses_kl: bool = True
     #: Name under which the objective term is logged (``recon`` for a VAE).
     objective_name: str = "objective"
+    #: Metrics of TensorBoard's HPARAMS table and of the run summary: ``val/*`` at their best, ``test/*``.
+    hparams_metrics: tuple[str, ...] = ("val/loss", "test/loss")
 
     def __init__(
         self,
@@ -93,6 +96,13 @@ class DiscreteLatentModule(pl.LightningModule):
         """
         own = {id(p) for p in self.estimator.parameters()}
         return (p for p in self.parameters() if id(p) not in own)
+
+    def latent_hparams(self) -> dict[str, HParam]:
+        """The latent's and the estimator's columns of TensorBoard's HPARAMS table (:mod:`gengs_lightning.hparams`).
+
+        The estimator's arguments are those it was configured with (the CLI keeps them in ``hparams_initial``).
+        """
+        return {**prior_hparams(self.prior), **estimator_hparams(self.estimator, self.hparams_initial.get("estimator"))}
 
     # -- the shared machinery ------------------------------------------------------------------------
     def configure_callbacks(self) -> list[pl.Callback]:

@@ -11,6 +11,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gengs_lightning.hparams import HParam
 from gengs_lightning.models.topic_model import TopicModelMixin, check_sizes, inference_network, multinomial_nll
 
 
@@ -28,7 +29,8 @@ class NVDM(TopicModelMixin, pl.LightningModule):
     stay as they are.
 
     Logged like NVPDEF: ``{train,val,test}/loss`` (negative ELBO per document), ``*/recon``, ``*/kl``,
-    the perplexities, ``test/npmi`` and the topic table.
+    the perplexities, ``test/npmi`` and the topic table; its row of TensorBoard's HPARAMS table has the
+    latent ``gaussian`` and no estimator (:meth:`latent_hparams`).
 
     Args:
         vocab_size: Number of words ``V``.
@@ -74,6 +76,15 @@ class NVDM(TopicModelMixin, pl.LightningModule):
             {f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in ("loss", "recon", "kl")}
         )
         self.init_topic_metrics(topics)
+
+    def latent_hparams(self) -> dict[str, HParam]:
+        """The latent's columns of the HPARAMS table: a Gaussian, no estimator (:mod:`gengs_lightning.hparams`)."""
+        return {
+            "latent": "gaussian",
+            "prior": "normal(0, I)",
+            "estimator": "none",
+            "num_samples": float(self.num_samples),
+        }
 
     def encode(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log standard deviation of ``q(z | x)``, each ``(B, K)``."""

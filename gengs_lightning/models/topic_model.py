@@ -53,9 +53,19 @@ class TopicModelMixin:
     :meth:`init_topic_metrics` in ``__init__`` and :meth:`update_topic_metrics` in its validation and
     test steps with the per-document losses. It then logs ``val/perplexity``, ``val/perplexity_doc``,
     ``test/perplexity``, ``test/perplexity_doc`` (NVDM's two definitions, exact under DDP) and
-    ``test/npmi``, and every validation epoch each topic's top words in TensorBoard's TEXT tab.
+    ``test/npmi``, and every validation epoch each topic's top words in TensorBoard's TEXT tab. TensorBoard's
+    HPARAMS table and the run summary show the best ``val/perplexity`` and ``val/loss`` and the test values.
     """
 
+    #: Metrics of TensorBoard's HPARAMS table and of the run summary: ``val/*`` at their best, ``test/*``.
+    hparams_metrics: tuple[str, ...] = (
+        "val/perplexity",
+        "val/loss",
+        "test/perplexity",
+        "test/perplexity_doc",
+        "test/loss",
+        "test/npmi",
+    )
     decoder: nn.Linear
     vocab_size: int
     top_words: int

@@ -60,7 +60,7 @@ class VAE(DiscreteLatentModule):
     ``*/recon``, ``*/kl``, ``train/tau`` and truncation statistics; ``test/nll_iw`` (importance-weighted
     ``-log p(x)`` with ``iw_samples`` exact posterior samples); every validation epoch on rank zero,
     TensorBoard images of inputs over reconstructions and of decoded prior samples, and a histogram of
-    latent values; at the end of fitting, the hyperparameters with the final ``val/loss``.
+    latent values. TensorBoard's HPARAMS table shows the best ``val/loss``, ``test/loss`` and ``test/nll_iw``.
 
     The encoder's output bias starts at ``estimator.raw_like(prior)``, so that ``q(z | x) = p(z)``
     before training (the KL starts at zero, the latents start in the prior's range).
@@ -85,6 +85,7 @@ class VAE(DiscreteLatentModule):
     """
 
     objective_name = "recon"
+    hparams_metrics = ("val/loss", "test/loss", "test/nll_iw")
 
     def __init__(
         self,
@@ -187,11 +188,3 @@ class VAE(DiscreteLatentModule):
             samples = torch.sigmoid(self.decode(z_prior))[0].reshape(shape)
             result["val/prior_samples"] = image_grid(samples.float().cpu(), columns=int(math.sqrt(batch.shape[0])) or 1)
         return result
-
-    def on_fit_end(self) -> None:
-        final = self.trainer.callback_metrics.get("val/loss")
-        if final is None:
-            return
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(self.hparams_initial, {"val/loss": float(final)})

@@ -7,9 +7,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import event_dirs
+from helpers import event_dirs, read_scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gengs_lightning.callbacks import HParamsTable
 from gengs_lightning.data import Digits
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSExplicit, GenGSImplicit, GenGSNonparametric, GenGSStraightThrough
@@ -101,7 +102,9 @@ def test_validation_logs_images_histogram_and_hparams(tmp_path):
     torch.manual_seed(0)
     model = digits_vae(GenGSExplicit(window=16, tau=0.5), Prior("poisson", {"rate": 2.0}), num_images=9)
     logger = pl.loggers.TensorBoardLogger(tmp_path, name="vae", default_hp_metric=False)
-    trainer = quiet_trainer(max_epochs=2, logger=logger, limit_train_batches=3, limit_val_batches=2)
+    trainer = quiet_trainer(
+        max_epochs=2, logger=logger, limit_train_batches=3, limit_val_batches=2, callbacks=[HParamsTable()]
+    )
     trainer.fit(model, datamodule=Digits(batch_size=32))
     (log_dir,) = event_dirs(tmp_path)
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "histograms": 0})
@@ -111,8 +114,8 @@ def test_validation_logs_images_histogram_and_hparams(tmp_path):
     assert (samples.height, samples.width) == (3 * 9 + 1, 3 * 9 + 1)  # 3 x 3 grid of 8x8 with 1-pixel borders
     assert events.Histograms("val/latent_values")
     assert "val/loss" in events.Tags()["scalars"]
-    hparams_files = list(tmp_path.rglob("events.out.tfevents.*"))
-    assert any("hparams" in p.read_bytes().decode("latin-1") for p in hparams_files)
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")  # HParamsTable, as every CLI run has
+    assert [step for step, _ in read_scalars(log_dir)["hp/best_val_loss"]][0] > 0
 
 
 @pytest.mark.parametrize(
