@@ -81,6 +81,12 @@ class TruncatedBinomial(TruncatedCount):
         return logits, -total_count * F.logsigmoid(-logits), total_count * torch.sigmoid(logits)
 
     @staticmethod
+    def recurrence(total_count: int, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(k + 1) p_{k+1} = odds (N - k) p_k``, ``odds = probs / (1 - probs)``: ``(N odds, -odds)``, ``1 + odds``."""
+        odds = torch.exp(logits)
+        return total_count * odds, -odds, 1.0 + odds
+
+    @staticmethod
     def base_measure(k: Tensor, total_count: int, **params) -> Tensor:
         """``h_k = log C(N, k)`` (``-inf`` beyond ``N``)."""
         return math.lgamma(total_count + 1.0) - torch.lgamma(k + 1.0) - torch.lgamma(total_count - k + 1.0)

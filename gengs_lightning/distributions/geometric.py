@@ -60,6 +60,12 @@ class TruncatedGeometric(TruncatedCount):
         return F.logsigmoid(-logits), -F.logsigmoid(logits), torch.exp(-logits)
 
     @staticmethod
+    def recurrence(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``p_{k+1} = (1 - probs) p_k``: ``(1 - probs, 1 - probs)``, and ``probs``."""
+        failure = torch.sigmoid(-logits)
+        return failure, failure, torch.sigmoid(logits)
+
+    @staticmethod
     def base_measure(k: Tensor, **params) -> Tensor:
         """``h_k = 0``."""
         return torch.zeros_like(k)

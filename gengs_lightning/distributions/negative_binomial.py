@@ -74,6 +74,12 @@ class TruncatedNegativeBinomial(TruncatedCount):
         return F.logsigmoid(logits), -total_count * F.logsigmoid(-logits), total_count * torch.exp(logits)
 
     @staticmethod
+    def recurrence(total_count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(k + 1) p_{k+1} = probs (r + k) p_k``: ``(r probs, probs)``, and ``1 - probs``."""
+        probs = torch.sigmoid(logits)
+        return total_count * probs, probs, torch.sigmoid(-logits)
+
+    @staticmethod
     def base_measure(k: Tensor, total_count: Tensor, **params) -> Tensor:
         """``h_k = log C(k + r - 1, k)``."""
         return torch.lgamma(k + total_count) - torch.lgamma(total_count) - torch.lgamma(k + 1.0)

@@ -45,6 +45,11 @@ class TruncatedPoisson(TruncatedCount):
         return torch.log(rate), rate, rate
 
     @staticmethod
+    def recurrence(rate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(k + 1) p_{k+1} = rate p_k``: ``(rate, 0)``, and ``1 - 0``."""
+        return rate, torch.zeros_like(rate), torch.ones_like(rate)
+
+    @staticmethod
     def base_measure(k: Tensor, **params) -> Tensor:
         """``h_k = -log k!``."""
         return -torch.lgamma(k + 1.0)

@@ -224,11 +224,13 @@ class TruncatedCount(DiscreteFamily):
 
     For ``X ~ D(lambda)`` and a window ``[a, b]`` the truncated variable has (journal Definition 3)
     ``pi_a = P(X <= a)``, ``pi_k = P(X = k)`` for ``a < k < b`` and ``pi_b = P(X >= b)``. The table is
-    computed by :func:`~gengs_lightning.distributions.grid.folded_table` in float64 log space (finite
-    for rates from 1e-6 to 1e4) and returned in the parameters' dtype.
+    computed by :func:`~gengs_lightning.distributions.grid.folded_table` in float64 log space, accurate
+    to float64 rounding (and finite) for every parameter and window, and returned in the parameters'
+    dtype.
 
     Subclasses give their parameters (:attr:`params`), their exponential-family form
-    (:meth:`natural`, :meth:`base_measure`) and the family metadata of :class:`DiscreteFamily`.
+    (:meth:`natural`, :meth:`base_measure`), their term recurrence (:meth:`recurrence`) and the family
+    metadata of :class:`DiscreteFamily`.
 
     Args:
         window: The truncation window or level (see :meth:`Window.of`).
@@ -249,7 +251,11 @@ class TruncatedCount(DiscreteFamily):
                 k = window.outcomes(torch.float64, eta.device)
                 tail = -torch.expm1(eta * window.low + self._base_measure(k)[..., 0] - log_norm).to(dtype)
         else:
-            log_pmf, tail = folded_table(eta, log_norm, mean, self._base_measure, window.low, window.high, dtype)
+            with torch.no_grad():
+                recurrence = self.recurrence(**params64)
+            log_pmf, tail = folded_table(
+                eta, log_norm, mean, recurrence, self._base_measure, window.low, window.high, dtype
+            )
         self._set_table(log_pmf, window.outcomes(dtype, log_pmf.device), window, tail)
 
     # -- what a family provides -------------------------------------------------------------------
@@ -262,6 +268,16 @@ class TruncatedCount(DiscreteFamily):
     @abstractmethod
     def natural(**params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Natural parameter ``eta``, log-normaliser ``A(eta)`` and mean ``A'(eta)`` of the family."""
+
+    @staticmethod
+    @abstractmethod
+    def recurrence(**params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(alpha, beta, 1 - beta)`` of the family's recurrence ``(k + 1) p_{k+1} = (alpha + beta k) p_k``.
+
+        Every family here is in Panjer's class (see :mod:`~gengs_lightning.distributions.grid`), with
+        ``beta < 1``; ``1 - beta`` is computed without cancellation (it sets the tail's decay). The
+        coefficients give the upper tail and its conditional mean.
+        """
 
     @staticmethod
     @abstractmethod
