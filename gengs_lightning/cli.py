@@ -12,6 +12,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
 from gengs_lightning.cli_evaluation import prepare_evaluation
+from gengs_lightning.summary import print_summary
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
 #: Its version folder is claimed atomically, so runs started at once into one folder get their own.
@@ -38,7 +39,8 @@ class GenGSCLI(LightningCLI):
     every ``--progress_bar_refresh_rate`` steps (0 hides it) unless the config lists a progress bar of
     its own or sets ``trainer.enable_progress_bar`` to false. Every run also has an
     :class:`~gengs_lightning.callbacks.HParamsTable` (TensorBoard's HPARAMS row, added by :func:`main`
-    whatever the config's callbacks).
+    whatever the config's callbacks), and ``fit`` and ``test`` end with a printed summary of the metrics
+    and of what the model found (:mod:`gengs_lightning.summary`).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -81,12 +83,16 @@ class GenGSCLI(LightningCLI):
         trainer.callbacks = [*callbacks, progress_bar]
 
     def after_fit(self) -> None:
-        """Test the best checkpoint when ``test_after_fit`` is set, so one command trains and tests."""
-        if not self.config[self.subcommand].get("test_after_fit"):
-            return
-        checkpoint = self.trainer.checkpoint_callback
-        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        """Test the best checkpoint if ``test_after_fit`` is set (one command trains and tests); print the summary."""
+        if self.config[self.subcommand].get("test_after_fit"):
+            checkpoint = self.trainer.checkpoint_callback
+            best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        print_summary(self.trainer, self.model, "fit")
+
+    def after_test(self) -> None:
+        """Print the summary of the test (:func:`~gengs_lightning.summary.print_summary`)."""
+        print_summary(self.trainer, self.model, "test")
 
 
 def _is_progress_bar(callback: Namespace | pl.Callback) -> bool:

@@ -193,9 +193,7 @@ def hparams_summaries(values: Mapping[str, HParam], metrics: Sequence[str]) -> l
         Two summaries for a TensorBoard event file.
     """
     columns = [
-        api_pb2.HParamInfo(
-            name=name, type=api_pb2.DATA_TYPE_FLOAT64 if kind is float else api_pb2.DATA_TYPE_STRING
-        )
+        api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64 if kind is float else api_pb2.DATA_TYPE_STRING)
         for name, kind in COLUMNS.items()
     ]
     metric_infos = [

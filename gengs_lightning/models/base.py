@@ -97,6 +97,13 @@ class DiscreteLatentModule(pl.LightningModule):
         own = {id(p) for p in self.estimator.parameters()}
         return (p for p in self.parameters() if id(p) not in own)
 
+    def summary(self) -> dict[str, float]:
+        """Lines of the summary the CLI prints after ``fit`` and ``test``, besides the metrics (none by default).
+
+        A model adds what a user wants to read off a finished run, e.g. the toy task's learned parameter.
+        """
+        return {}
+
     def latent_hparams(self) -> dict[str, HParam]:
         """The latent's and the estimator's columns of TensorBoard's HPARAMS table (:mod:`gengs_lightning.hparams`).
 

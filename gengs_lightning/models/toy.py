@@ -13,6 +13,7 @@ from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator
 from gengs_lightning.models.base import DiscreteLatentModule
 from gengs_lightning.models.gradients import gradient_statistics
+from gengs_lightning.models.toy_summary import toy_summary
 
 
 class ToyTask(DiscreteLatentModule):
@@ -86,6 +87,10 @@ class ToyTask(DiscreteLatentModule):
         wide = self.estimator.posterior(self.encode(batch), self.prior).widen()
         losses = self.objective(batch, wide.enumerate_support())
         return (wide.pmf[:, 0, :].T * losses).sum(0).mean()
+
+    def summary(self) -> dict[str, float]:
+        """The learned distribution, its exact loss on the data's targets and the optimum (:func:`toy_summary`)."""
+        return toy_summary(self, getattr(self.trainer.datamodule, "targets", None))
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         if self.grad_every and self.global_step % self.grad_every == 0 and self.trainer.is_global_zero:
