@@ -10,7 +10,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
                                        # or wall_time_s (the run's seconds)
       label: test negative ELBO
       also: [test/nll_iw]              # further tables, same layout
-      lower_is_better: true
+      higher_is_better: [test/npmi]   # metrics whose best is the largest (the others: the smallest)
       digits: 2
       highlight: [GenGSExplicit, GenGSImplicit]   # rows whose claim is tested against all others
       paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
@@ -156,29 +156,37 @@ class Arrangement:
         return [self.results[r.id] for r in members if r.id in self.results]
 
 
-def table(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
-    """Markdown lines of one table: rows by columns, the paper's number beside ours where it has one."""
+def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -> list[str]:
+    """Markdown lines of one table, the paper's number beside ours where it has one.
+
+    With a column axis, one metric (the first) by rows and columns; without one, the rows by ``metrics``.
+    The best mean of every column is bold (the lowest, or the highest for ``higher_is_better`` metrics).
+    """
     digits = int(spec.get("digits", 2))
-    lower = bool(spec.get("lower_is_better", True))
+    higher = set(spec.get("higher_is_better") or ())
     paper = spec.get("paper") or {}
-    if arranged.column_axis is None and paper and not isinstance(next(iter(paper.values())), dict):
-        paper = {"": paper}
+    if arranged.column_axis is None:
+        if paper and not isinstance(next(iter(paper.values())), dict):
+            paper = {"": paper}
+        columns = [(metric, "") for metric in metrics]
+    else:
+        columns = [(metrics[0], column) for column in arranged.columns]
     header = [" / ".join(arranged.row_axes)]
-    for column in arranged.columns:
+    for metric, column in columns:
         header.append(column or metric)
-        if column in paper:
+        if metric == metrics[0] and column in paper:
             header.append(f"{column} (paper)" if column else "paper")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best = {}
-    for column in arranged.columns:
+    for metric, column in columns:
         means = [c.mean for row in arranged.rows if (c := arranged.cell(row, column, metric)).mean is not None]
-        best[column] = (min(means) if lower else max(means)) if means else None
+        best[metric, column] = ((max if metric in higher else min)(means)) if means else None
     for row in arranged.rows:
         cells = [row]
-        for column in arranged.columns:
+        for metric, column in columns:
             cell = arranged.cell(row, column, metric)
-            cells.append(cell.text(digits, cell.mean is not None and cell.mean == best[column]))
-            if column in paper:
+            cells.append(cell.text(digits, cell.mean is not None and cell.mean == best[metric, column]))
+            if metric == metrics[0] and column in paper:
                 value = paper[column].get(row)
                 cells.append("" if value is None else str(value))
         lines.append("| " + " | ".join(cells) + " |")
@@ -190,9 +198,8 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
     highlight = set(spec.get("highlight") or ())
     if not highlight:
         return []
-    lower = bool(spec.get("lower_is_better", True))
     digits = int(spec.get("digits", 2))
-    sign = 1.0 if lower else -1.0
+    sign = -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
     lines = []
     for column in arranged.columns:
         cells = {row: arranged.cell(row, column, metric) for row in arranged.rows}
@@ -295,12 +302,12 @@ def write_report(
         "",
         f"## {spec.get('label', metric)} (`{metric}`)",
         "",
-        *table(arranged, metric, spec),
+        *table(arranged, [metric] if arranged.column_axis else [metric, *(spec.get("also") or ())], spec),
         "",
     ]
     lines += verdicts(arranged, metric, spec)
-    for extra in spec.get("also") or ():
-        lines += ["", f"## `{extra}`", "", *table(arranged, extra, {**spec, "paper": None}), ""]
+    for extra in (spec.get("also") or ()) if arranged.column_axis else ():
+        lines += ["", f"## `{extra}`", "", *table(arranged, [extra], {**spec, "paper": None}), ""]
     figures = []
     for tag, log_scale in [(spec.get("curve"), False), *((t, True) for t in spec.get("curves_extra") or ())]:
         if tag and plot(arranged, tag, out / stem / f"{tag.replace('/', '_')}.png", log_scale):

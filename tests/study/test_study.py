@@ -313,3 +313,29 @@ def test_a_run_locked_by_a_live_runner_is_skipped_and_a_dead_runners_lock_is_tak
     assert run_state(second, "smoke", layout) == "missing"
     assert claim(second, "smoke", layout)
     assert layout.lock_file(second, "smoke").read_text().split()[1] == str(os.getpid())
+
+
+def test_a_report_without_columns_puts_every_metric_in_one_table_and_bolds_by_direction(tmp_path):
+    report = {"rows": "estimator", "metric": "train/loss", "also": ["test/npmi"], "higher_is_better": ["test/npmi"]}
+    study = Study.load(write_study(tmp_path / "tiny.yaml", report=report))
+    layout = Layout(tmp_path / "results")
+    values = {"GenGSExplicit": (10.0, -0.2), "Reinforce": (20.0, 0.1)}
+    for run in study.runs("smoke"):
+        loss, npmi = values[run.axes["estimator"]]
+        path = layout.result_file(run, "smoke")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = {
+            "study": "tiny",
+            "run": run.id,
+            "status": "done",
+            "args_hash": run.args_hash,
+            "curves": {},
+            "final": {"train/loss": loss, "test/npmi": npmi},
+            "wall_time_s": 1.0,
+            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
+        }
+        path.write_text(json.dumps(result))
+    text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
+    assert "| estimator | train/loss | test/npmi |" in text
+    assert "| GenGSExplicit | **10.00 +- 0.00** (n=2) | -0.20 +- 0.00 (n=2) |" in text
+    assert "| Reinforce | 20.00 +- 0.00 (n=2) | **0.10 +- 0.00** (n=2) |" in text
