@@ -11,7 +11,9 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
+from gengs_lightning.cli_errors import PROG, CLIArgumentParser, reported_config_errors
 from gengs_lightning.cli_evaluation import prepare_evaluation
+from gengs_lightning.cli_samples import raise_num_samples_to_minimum
 from gengs_lightning.summary import print_summary
 
 #: TensorBoard is the default logger; configs name their runs with ``trainer.logger.init_args.name``.
@@ -65,10 +67,13 @@ class GenGSCLI(LightningCLI):
         Lightning's own default bar refreshes after every step, which costs a few percent of a small
         model's step. Before that, :func:`~gengs_lightning.cli_evaluation.prepare_evaluation` logs
         ``validate``, ``test`` and ``predict`` of a checkpoint into its run and adds a prediction writer
-        to ``predict``.
+        to ``predict``, and an estimator that needs more samples per example than the configuration gives
+        (a swapped-in ``ReinforceLOO``) gets its minimum
+        (:func:`~gengs_lightning.cli_samples.raise_num_samples_to_minimum`).
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         prepare_evaluation(config, self.subcommand)
+        raise_num_samples_to_minimum(config)
         trainer = config.trainer
         if trainer.enable_progress_bar is False:
             return
@@ -81,6 +86,15 @@ class GenGSCLI(LightningCLI):
             init_args=Namespace(refresh_rate=int(config.progress_bar_refresh_rate)),
         )
         trainer.callbacks = [*callbacks, progress_bar]
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a value that a configured class rejects reported in one line naming its flag.
+
+        See :func:`~gengs_lightning.cli_errors.reported_config_errors`.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        with reported_config_errors(config, f"{PROG} {self.subcommand or ''}".rstrip()):
+            super().instantiate_classes()
 
     def after_fit(self) -> None:
         """Test the best checkpoint if ``test_after_fit`` is set (one command trains and tests); print the summary."""
@@ -120,6 +134,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_class=CLIArgumentParser,
         trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": [HParamsTable()]},
         args=args,
         run=run,

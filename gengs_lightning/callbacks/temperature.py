@@ -57,8 +57,8 @@ class TemperatureSchedule(Callback):
         if kind not in KINDS:
             raise ValueError(f"unknown temperature schedule {kind!r}; accepted: {', '.join(KINDS)}")
         if tau0 is not None:
-            check_temperature(tau0)
-        check_temperature(tau_min)
+            check_temperature(tau0, "tau0")
+        check_temperature(tau_min, "tau_min")
         if not (isinstance(rate, (int, float)) and 0.0 <= rate < math.inf):
             raise ValueError(f"rate must be a finite number >= 0, got {rate!r}")
         if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):

@@ -72,7 +72,8 @@ class Prior(nn.Module):
         params: The family's parameters by name (the ``torch.distributions`` names and conventions).
 
     Raises:
-        ValueError: For an unknown family, unknown or missing parameters, or invalid values.
+        ValueError: For an unknown family, unknown or missing parameters, or invalid values (infinite or
+            NaN ones included).
     """
 
     def __init__(self, family: str, params: dict[str, float | list[float]]):
@@ -88,6 +89,9 @@ class Prior(nn.Module):
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.get_default_dtype()))
         self._free_names = [name for name in params if name not in self.structural]
         self._cache: dict[tuple, object] = {}
+        infinite = [name for name in self._free_names if not torch.isfinite(getattr(self, name)).all()]
+        if infinite:
+            raise ValueError(f"invalid {family} prior {dict(params)}: {', '.join(infinite)} must be finite")
         try:
             self.truncated(self.family.support_window(**self.structural) or Window(0, 0), validate=True)
         except (TypeError, ValueError) as error:

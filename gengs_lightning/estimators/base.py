@@ -42,14 +42,18 @@ def inject_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -
     return total - total.detach()
 
 
-def check_temperature(tau: float) -> float:
+def check_temperature(tau: float, name: str = "tau") -> float:
     """Return ``tau`` if it is a finite positive number.
 
+    Args:
+        tau: The temperature.
+        name: The argument it was given as, for the message (e.g. a schedule's ``tau_min``).
+
     Raises:
-        ValueError: Otherwise, naming the value.
+        ValueError: Otherwise, naming the argument and the value.
     """
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau < math.inf):
-        raise ValueError(f"temperature tau must be a finite number > 0, got {tau!r}")
+        raise ValueError(f"temperature {name} must be a finite number > 0, got {tau!r}")
     return float(tau)
 
 
@@ -93,14 +97,21 @@ def check_window(spec: WindowArg | Window, name: str = "window") -> Window | Non
     return Window.of(spec)
 
 
-def check_num_samples(num_samples: int) -> int:
-    """Return ``num_samples`` if it is an integer >= 1.
+def check_num_samples(num_samples: int, minimum: int = 1, owner: str = "the estimator") -> int:
+    """Return ``num_samples`` if it is an integer >= 1 and >= ``minimum``.
+
+    Args:
+        num_samples: Latent samples per example.
+        minimum: The fewest the estimator works with (:attr:`Estimator.min_samples`).
+        owner: Who needs ``minimum``, for the message (e.g. ``ReinforceLOO``).
 
     Raises:
         ValueError: Otherwise, naming the value.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if num_samples < minimum:
+        raise ValueError(f"{owner} needs num_samples >= {minimum}, got {num_samples!r}")
     return num_samples
 
 
@@ -192,10 +203,13 @@ class Estimator(nn.Module, ABC):
     tau: Tensor
     #: Whether the estimator sets its own temperature (REBAR and RELAX learn it); schedules then do nothing.
     learns_temperature: bool = False
+    #: The fewest latent samples per example it works with (2 for leave-one-out baselines). A smaller
+    #: ``num_samples`` is refused here; the CLI raises a configuration's to it when the estimator is swapped in.
+    min_samples: int = 1
 
     def __init__(self, num_samples: int = 1, tau: float = 1.0):
         super().__init__()
-        self.num_samples = check_num_samples(num_samples)
+        self.num_samples = check_num_samples(num_samples, self.min_samples, type(self).__name__)
         self.register_buffer("tau", torch.tensor(check_temperature(tau)))
 
     @abstractmethod

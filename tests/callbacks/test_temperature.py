@@ -37,7 +37,7 @@ def test_interval_makes_the_schedule_piecewise_constant():
     ("kwargs", "message"),
     [
         ({"kind": "sine"}, "unknown temperature schedule 'sine'; accepted: constant, exponential, linear, cosine"),
-        ({"tau0": 0.0}, "tau must be a finite number > 0, got 0.0"),
+        ({"tau0": 0.0}, "temperature tau0 must be a finite number > 0, got 0.0"),
         ({"tau0": -1.0}, "got -1.0"),
         ({"tau_min": float("nan")}, "got nan"),
         ({"rate": -0.1}, "rate must be a finite number >= 0, got -0.1"),
