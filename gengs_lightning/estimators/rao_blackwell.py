@@ -457,6 +457,8 @@ class UnOrd(_SetEstimator):
             (before any objective call) if ``k > n``.
     """
 
+    min_samples = 2  # a set of one has no leave-one-out baseline
+
     def __init__(
         self,
         window: WindowArg = None,

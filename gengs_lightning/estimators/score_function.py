@@ -87,12 +87,6 @@ def _check_decay(decay: float) -> float:
     return float(decay)
 
 
-def _check_min_samples(name: str, num_samples: int, minimum: int) -> None:
-    """Reject an integer ``num_samples`` below ``minimum`` (other types are left to the base check)."""
-    if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples < minimum:
-        raise ValueError(f"{name} needs num_samples >= {minimum} (leave-one-out baselines), got {num_samples!r}")
-
-
 def _zero_valued(x: Tensor) -> Tensor:
     """``x - x.detach()``: zero in value, the gradient of ``x``."""
     return x - x.detach()
@@ -494,8 +488,9 @@ class ReinforceLOO(ScoreFunctionEstimator):
         ValueError: For ``num_samples < 2``, naming the value.
     """
 
+    min_samples = 2  # the baseline of a sample is the mean of the others
+
     def __init__(self, num_samples: int = 4, truncation: TruncationArg = None):
-        _check_min_samples(type(self).__name__, num_samples, 2)
         super().__init__(num_samples=num_samples, truncation=truncation)
 
     def learning_signal(self, draw: ScoreFunctionDraw) -> Tensor:
@@ -700,8 +695,9 @@ class VIMCO(ScoreFunctionEstimator):
         ValueError: For ``num_samples < 2``, naming the value.
     """
 
+    min_samples = 2  # the baseline of a sample is the mean of the others
+
     def __init__(self, num_samples: int = 5, truncation: TruncationArg = None):
-        _check_min_samples(type(self).__name__, num_samples, 2)
         super().__init__(num_samples=num_samples, truncation=truncation)
 
     def log_weights(self, draw: ScoreFunctionDraw) -> Tensor:
