@@ -95,9 +95,10 @@ GRADCHECK_CASES = {
 def test_log_pmf_gradcheck(case):
     build, param = GRADCHECK_CASES[case]
     # Finite differences of log P(X >= b) are only reliable where that mass is either large (> 1e-6)
-    # or summed directly (< SERIES_THRESHOLD): in between, 1 - P(X < b) carries an absolute rounding
-    # error of ~1e-16, i.e. a relative error 1e-16 / P(X >= b) that eps = 1e-6 amplifies (the
-    # analytical gradient is right there, see test_edge_gradients_are_conditional_means).
+    # or computed without the complement (< SERIES_THRESHOLD): a complement 1 - P(X < b) of a small
+    # tail carries an absolute rounding error of ~1e-16, i.e. a relative error 1e-16 / P(X >= b) that
+    # eps = 1e-6 amplifies (the analytical gradient is right there, see
+    # test_edge_gradients_are_conditional_means).
     upper = build(param.detach()).pmf[..., -1]
     assert ((upper > 1e-6) | (upper < SERIES_THRESHOLD / 10)).all(), upper
     assert gradcheck(lambda p: build(p).log_pmf, (param,), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -112,7 +113,7 @@ def test_edge_gradients_are_conditional_means(rate, window):
     """``d log pi_a / d rate = (E[X | X <= a] - rate) / rate`` and likewise for ``pi_b`` with ``X >= b``.
 
     Checked against brute-force conditional means in every regime of the upper edge: large tail,
-    complement with cancellation (P(X >= b) ~ 1e-9 .. 1e-6) and the direct series sum.
+    complement, series with a remainder bracket and continued fraction.
     """
     r = torch.tensor(rate, dtype=torch.float64, requires_grad=True)
     table = TruncatedPoisson(r, window)

@@ -214,7 +214,7 @@ def reference_vector_log_table(family: str, logits: Tensor, outcomes: Tensor, to
 
 
 def num_terms(window: Window) -> int:
-    """Float64 terms the package's folding sums for a window: outcomes ``0 .. high`` and the tail series."""
+    """A bound on the float64 terms the package's folding sums for a window: outcomes ``0 .. high``, tail terms."""
     return window.high + SERIES_TERMS + 1
 
 
@@ -225,9 +225,11 @@ def count_table_error(family: str, params: dict, window: Window, log_table: np.n
       ``m U64 (1 + |log pi|)``.
     * The upper edge ``P(X >= b)`` is ``1 - P(X < b)`` while it holds at least ``SERIES_THRESHOLD``: the
       head's float64 error ``m U64`` becomes a relative error ``m U64 / P(X >= b)``.
-    * Below that it is ``SERIES_TERMS`` explicit terms plus the geometric series ``t_J / (1 - t_J / t_{J-1})``
-      (``J = b + SERIES_TERMS``) for the rest: an upper bound of the rest for these families (their
-      term ratios never increase), so the relative error is at most that series over ``P(X >= b)``.
+    * Below that the package sums a tail series with a proven remainder bracket or evaluates a continued
+      fraction, both to float64 precision. The bound used here is looser, so it holds for either: the
+      first ``SERIES_TERMS`` terms plus the geometric series ``t_J / (1 - t_J / t_{J-1})``
+      (``J = b + SERIES_TERMS``), which bounds the rest for these families (their term ratios never
+      increase), relative to ``P(X >= b)``.
     """
     magnitude = np.abs(log_table)
     terms = num_terms(window)
