@@ -11,8 +11,10 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
+from gengs_lightning.cli_config import SaveConfigIntoRun
 from gengs_lightning.cli_errors import PROG, CLIArgumentParser, reported_config_errors
 from gengs_lightning.cli_evaluation import prepare_evaluation
+from gengs_lightning.cli_quiet import silence_lightning_noise
 from gengs_lightning.cli_samples import raise_num_samples_to_minimum
 from gengs_lightning.summary import print_summary
 
@@ -69,11 +71,15 @@ class GenGSCLI(LightningCLI):
         ``validate``, ``test`` and ``predict`` of a checkpoint into its run and adds a prediction writer
         to ``predict``, and an estimator that needs more samples per example than the configuration gives
         (a swapped-in ``ReinforceLOO``) gets its minimum
-        (:func:`~gengs_lightning.cli_samples.raise_num_samples_to_minimum`).
+        (:func:`~gengs_lightning.cli_samples.raise_num_samples_to_minimum`). A ``--ckpt_path`` loads with
+        ``weights_only=True`` unless ``--weights_only false`` is given (the checkpoints hold tensors and
+        plain values only).
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         prepare_evaluation(config, self.subcommand)
         raise_num_samples_to_minimum(config)
+        if config.get("weights_only", False) is None:
+            config.weights_only = True
         trainer = config.trainer
         if trainer.enable_progress_bar is False:
             return
@@ -101,7 +107,7 @@ class GenGSCLI(LightningCLI):
         if self.config[self.subcommand].get("test_after_fit"):
             checkpoint = self.trainer.checkpoint_callback
             best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
         print_summary(self.trainer, self.model, "fit")
 
     def after_test(self) -> None:
@@ -127,12 +133,14 @@ def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:
     Returns:
         The CLI object, holding ``model``, ``datamodule`` and ``trainer``.
     """
+    silence_lightning_noise()
     return GenGSCLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        save_config_callback=SaveConfigIntoRun,
         save_config_kwargs={"overwrite": True},
         parser_class=CLIArgumentParser,
         trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": [HParamsTable()]},

@@ -60,12 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     model_class = checkpoint_class(checkpoint, "hyper_parameters", DiscreteLatentModule)
-    model = model_class.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    model = model_class.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(model.estimator, GenGSEstimator):
         parser.error(f"the checkpoint's estimator is {type(model.estimator).__name__}; this compares GenGS estimators")
     overrides = {} if args.data_dir is None else {"data_dir": args.data_dir}
     data_class = checkpoint_class(checkpoint, "datamodule_hyper_parameters", pl.LightningDataModule)
-    data = data_class.load_from_checkpoint(args.checkpoint, **overrides)
+    data = data_class.load_from_checkpoint(args.checkpoint, weights_only=True, **overrides)
     data.setup("test")
     if args.tau is not None:
         model.estimator.set_temperature(args.tau)

@@ -16,7 +16,7 @@ from gengs_lightning.models import NVPDEF
 
 def topics(checkpoint: str, vocab_path: str | None, top: int | None) -> str:
     """The markdown table of the checkpoint's topics (word ids if no vocabulary is given)."""
-    model = NVPDEF.load_from_checkpoint(checkpoint, map_location="cpu")
+    model = NVPDEF.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     if top is not None:
         model.top_words = top
     vocab = read_vocab(vocab_path) if vocab_path else None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import warnings
 from abc import abstractmethod
 from functools import partial
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -79,6 +83,22 @@ class DiscreteLatentModule(pl.LightningModule):
         names = ("loss", self.objective_name, "kl") if self.uses_kl else ("loss",)
         self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
         self._warned_edge = False
+
+    def save_hyperparameters(self, *args: Any, frame: FrameType | None = None, **kwargs: Any) -> None:
+        """Lightning's, without its advice to leave the estimator and the prior out.
+
+        Lightning recommends ``ignore=[...]`` for ``nn.Module`` arguments, on every ``load_from_checkpoint``.
+        Under the CLI the hyperparameters hold the estimator's and the prior's configuration, which is what
+        rebuilds them there, so ignoring them would break reloading: the advice is silenced for exactly the
+        arguments that are an :class:`Estimator` or a :class:`Prior`.
+        """
+        frame = frame or inspect.currentframe().f_back
+        modules = [name for name, value in frame.f_locals.items() if isinstance(value, (Estimator, Prior))]
+        with warnings.catch_warnings():
+            for name in modules:
+                advice = f"Attribute '{re.escape(name)}' is an instance of `nn.Module`"
+                warnings.filterwarnings("ignore", message=advice)
+            super().save_hyperparameters(*args, frame=frame, **kwargs)
 
     # -- what a model provides ------------------------------------------------------------------------
     @abstractmethod
