@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
+from gengs_lightning.checkpoint_broadcast import rank_zero_checkpoint
 from gengs_lightning.cli_config import SaveConfigIntoRun
 from gengs_lightning.cli_errors import PROG, CLIArgumentParser, reported_config_errors
 from gengs_lightning.cli_evaluation import prepare_evaluation
@@ -103,11 +104,16 @@ class GenGSCLI(LightningCLI):
             super().instantiate_classes()
 
     def after_fit(self) -> None:
-        """Test the best checkpoint if ``test_after_fit`` is set (one command trains and tests); print the summary."""
+        """Test the best checkpoint if ``test_after_fit`` is set (one command trains and tests); print the summary.
+
+        Only global rank zero has the checkpoint file: other ranks, on nodes that may share no folder with
+        it, test a copy of its bytes (:func:`~gengs_lightning.checkpoint_broadcast.rank_zero_checkpoint`).
+        """
         if self.config[self.subcommand].get("test_after_fit"):
             checkpoint = self.trainer.checkpoint_callback
             best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
+            with rank_zero_checkpoint(self.trainer, best) as path:
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path, weights_only=True)
         print_summary(self.trainer, self.model, "fit")
 
     def after_test(self) -> None:
