@@ -130,10 +130,14 @@ class Prior(nn.Module):
         """The window an estimator uses for this prior.
 
         ``None`` picks the whole support of a finite family, and otherwise the smallest window holding
-        ``1 - 1e-6`` of the prior's mass (:func:`quantile_window`).
+        ``1 - 1e-6`` of the prior's mass (:func:`quantile_window`) and at least two outcomes (a prior with
+        ``1 - 1e-6`` on ``0``, e.g. a tiny rate, gets ``[0, 1]``): one outcome is a constant latent, with
+        no gradient, which the estimators reject as an explicit window too.
 
         Raises:
-            ValueError: If a window is given for a family without one (categorical, multinomial).
+            ValueError: If a window is given for a family without one (categorical, multinomial), or if
+                ``spec`` is ``None`` and the finite support holds one outcome (a binomial with
+                ``total_count=0``).
         """
         if not self.family.truncatable:
             if spec is not None:
@@ -143,15 +147,21 @@ class Prior(nn.Module):
             return None
         if spec is not None:
             return Window.of(spec)
-        return self._cached(
-            ("default_window",),
-            lambda: (
-                self.family.support_window(**self.structural)
-                or quantile_window(
-                    self.family, self.truncated(Window(0, 0)).params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW
-                )
-            ),
-        )
+        return self._cached(("default_window",), self._default_window)
+
+    def _default_window(self) -> Window:
+        """The window of :meth:`resolve_window` ``(None)`` for a family with windows (not cached)."""
+        support = self.family.support_window(**self.structural)
+        if support is None:
+            params = self.truncated(Window(0, 0)).params
+            window = quantile_window(self.family, params, DEFAULT_WINDOW_EPS, DEFAULT_MAX_WINDOW)
+            return Window(window.low, max(window.high, window.low + 1))
+        if support.size < 2:
+            raise ValueError(
+                f"the default window must hold at least 2 outcomes (one outcome is a constant latent, with no "
+                f"gradient); the {self.family.family_name} prior {self.structural} has the support {support}"
+            )
+        return support
 
     def truncated(self, window: Window | None, validate: bool = False) -> DiscreteFamily:
         """The prior as a table on ``window`` (``None`` for families without windows).

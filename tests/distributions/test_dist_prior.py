@@ -132,6 +132,32 @@ def test_default_window_covers_one_minus_eps(family, params, float64_default):
         assert (prior.truncated(Window(0, window.high - 1)).tail_mass > DEFAULT_EPS).any()
 
 
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("poisson", {"rate": 1e-8}),
+        ("poisson", {"rate": [1e-9, 1e-12]}),
+        ("geometric", {"probs": 1.0 - 1e-7}),
+        ("negative_binomial", {"total_count": 1e-7, "probs": 0.5}),
+    ],
+    ids=str,
+)
+def test_a_default_window_holds_two_outcomes_when_the_prior_has_its_mass_on_one(family, params):
+    """``1 - 1e-6`` of the mass on 0 would give ``[0, 0]``, a constant latent: the default is ``[0, 1]``."""
+    prior = Prior(family, params)
+    assert prior.resolve_window(None) == Window(0, 1)
+
+
+def test_a_default_window_of_a_one_outcome_support_is_rejected():
+    prior = Prior("binomial", {"total_count": 0, "probs": 0.3})
+    with pytest.raises(
+        ValueError,
+        match=r"^the default window must hold at least 2 outcomes \(one outcome is a constant latent, with no "
+        r"gradient\); the binomial prior \{'total_count': 0\} has the support \[0, 0\]$",
+    ):
+        prior.resolve_window(None)
+
+
 # ---------------------------------------------------------------------------------------------------
 # caching
 # ---------------------------------------------------------------------------------------------------

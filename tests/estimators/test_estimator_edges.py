@@ -64,6 +64,25 @@ def test_a_window_of_two_outcomes_trains(name):
     assert torch.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("name", sorted(WINDOWED))
+def test_the_default_window_of_a_prior_with_its_mass_on_one_outcome_trains(name):
+    """``window=None`` on a Poisson prior of rate ``1e-8``: a window of two outcomes, not a constant latent."""
+    estimator = getattr(estimators, name)(num_samples=MIN_SAMPLES.get(name, 1))
+    prior = Prior("poisson", {"rate": 1e-8})
+    raw = (estimator.raw_like(prior) + 1.0).expand(4, 3, -1).clone().requires_grad_()
+    out = estimator(raw, lambda z: (z.flatten(2).sum(-1) - 1.0).square(), prior)
+    assert getattr(out.posterior, "window", Window(0, 1)).size >= 2
+    (grad,) = torch.autograd.grad(out.surrogate, [raw])
+    assert torch.isfinite(grad).all()
+
+
+def test_the_default_window_of_a_one_outcome_support_is_rejected():
+    prior = Prior("binomial", {"total_count": 0, "probs": 0.5})
+    estimator = estimators.GenGSExplicit()
+    with pytest.raises(ValueError, match=r"^the default window must hold at least 2 outcomes \(one outcome is a"):
+        estimator(estimator.raw_like(prior).expand(4, 3, -1).clone(), _linear, prior)
+
+
 @pytest.mark.parametrize("max_size", [0, 1, 2.5, True], ids=repr)
 def test_nonparametric_needs_room_for_two_outcomes(max_size):
     with pytest.raises(ValueError, match=rf"max_size must be an integer >= 2, got {max_size!r}"):
