@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONFIGS, REPO, event_dirs, read_scalars
+from helpers import CONFIGS, REPO, event_dirs, read_scalars, write_corpus
 
 from gengs_lightning.cli import main
 
@@ -125,6 +125,30 @@ def test_vae_on_digits_resumed_at_a_checkpoint_sees_the_same_batches(tmp_path):
         save_dir = tmp_path / f"resumed_{kind}_{step}"
         fit(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
         assert_continues(uninterrupted, logged(save_dir), step)
+
+
+@pytest.mark.parametrize(
+    ("base", "topics", "tags"),
+    [
+        ("nvpdef/20news.yaml", "[4]", ("train/loss", "train/kl", "train/tau")),
+        ("nvdm/20news.yaml", "4", ("train/loss", "train/kl")),
+    ],
+    ids=["nvpdef", "nvdm"],
+)
+def test_topic_model_resumed_at_a_checkpoint_sees_the_same_documents(base, topics, tags, tmp_path):
+    """NVPDEF and NVDM on shuffled bags of words (100 training documents, 7 batches an epoch) continue exactly."""
+    config = checkpointing_config(tmp_path, base, every_n_train_steps=5)
+    corpus = write_corpus(tmp_path / "corpus")
+    model = ["--model.init_args.vocab_size=30", f"--model.init_args.topics={topics}", "--model.init_args.hidden=[16]"]
+    data = [f"--data.data_dir={corpus}", "--data.init_args.val_size=20", "--data.init_args.batch_size=16"]
+    flags = ["--trainer.max_steps=17", "--trainer.log_every_n_steps=1", "--test_after_fit=false", *model, *data]
+    fit(config, tmp_path / "full", *flags)
+    uninterrupted = logged(tmp_path / "full")
+    saved = saved_checkpoints(tmp_path)
+    for kind, step in [("epochs", 7), ("steps", 10)]:
+        save_dir = tmp_path / f"resumed_{kind}_{step}"
+        fit(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
+        assert_continues(uninterrupted, logged(save_dir), step, tags)
 
 
 def run_ddp(config: Path, save_dir: Path, *extra: str) -> None:

@@ -43,8 +43,8 @@ class ExactResume(Callback):
       resumes mid-epoch in the same order. Resuming mid-epoch with a loader Lightning cannot resume
       restarts the epoch's data; the callback then warns once that the run is not an exact continuation.
 
-    :class:`~gengs_lightning.models.DiscreteLatentModule` adds this callback itself (``configure_callbacks``),
-    so it is in every trainer that fits one, from the CLI or not.
+    Every model of the package adds this callback itself (:class:`ExactResumeMixin`), so it is in every
+    trainer that fits one, from the CLI or not.
     """
 
     def __init__(self) -> None:
@@ -113,6 +113,23 @@ class ExactResume(Callback):
         if self._log_step is not None:
             trainer.fit_loop.epoch_loop._batches_that_stepped = self._log_step
             self._log_step = None
+
+
+class ExactResumeMixin:
+    """A LightningModule mixin that adds :class:`ExactResume` to every trainer fitting the module.
+
+    Put it before :class:`~pytorch_lightning.LightningModule` in the bases (``class M(ExactResumeMixin,
+    pl.LightningModule)``). :class:`~gengs_lightning.models.DiscreteLatentModule` and
+    :class:`~gengs_lightning.models.NVDM` use it, so every model of the package resumes exactly.
+    """
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The other bases' callbacks and :class:`ExactResume`, so that a resumed fit continues exactly.
+
+        Added by the model rather than by the CLI so that every trainer fitting it has the callback (a
+        config's ``trainer.callbacks`` list cannot drop it).
+        """
+        return [*super().configure_callbacks(), ExactResume()]
 
 
 def _next_log_step(trainer: pl.Trainer) -> int:

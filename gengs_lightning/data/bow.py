@@ -7,12 +7,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from gengs_lightning.data.resumable import ResumableDataLoader
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +225,9 @@ class BagOfWords(pl.LightningDataModule):
     documents are skipped (their number is logged).
 
     A batch is a dense float32 tensor of word counts of shape ``(batch, vocab_size)``, built from the
-    sparse rows when the batch is collated. Training batches are shuffled.
+    sparse rows when the batch is collated. Training batches are shuffled, in an order fixed by the seed of
+    ``seed_everything`` and the epoch, and a checkpoint resumes them mid-epoch
+    (:class:`~gengs_lightning.data.resumable.ResumableDataLoader`).
 
     Args:
         data_dir: Folder of the three files.
@@ -364,20 +368,25 @@ class BagOfWords(pl.LightningDataModule):
         """Test (and prediction) documents; after ``setup("test")`` or ``setup("predict")``."""
         return len(self._split("test"))
 
-    def _loader(self, name: str, batch_size: int, shuffle: bool = False) -> DataLoader:
-        """Loader of split ``name`` yielding dense count batches."""
+    def _loader(self, name: str, batch_size: int) -> DataLoader:
+        """Loader of split ``name`` yielding dense count batches, in order."""
         documents = self._split(name)
-        return DataLoader(
-            documents,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=documents.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(documents, batch_size=batch_size, **self._loader_options(documents))
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+    def _loader_options(self, documents: _Documents) -> dict[str, Any]:
+        """Collation and workers, the same for every loader."""
+        return {
+            "collate_fn": documents.collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled training batches (this rank's share of them under DDP), resumable mid-epoch."""
+        documents = self._split("train")
+        return ResumableDataLoader.for_trainer(
+            documents, self.trainer, shuffle=True, batch_size=self.batch_size, **self._loader_options(documents)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from gengs_lightning.callbacks.resume import ExactResume
+from gengs_lightning.callbacks.resume import ExactResumeMixin
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 from gengs_lightning.hparams import HParam, estimator_hparams, prior_hparams
@@ -30,7 +30,7 @@ _EVAL_STAGES = ("val", "test")
 EDGE_MASS_WARNING = 0.5
 
 
-class DiscreteLatentModule(pl.LightningModule):
+class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
     """Base class for models with discrete latents trained by any :class:`Estimator`.
 
     A subclass writes two methods and nothing else about gradients:
@@ -132,14 +132,6 @@ class DiscreteLatentModule(pl.LightningModule):
         return {**prior_hparams(self.prior), **estimator_hparams(self.estimator, self.hparams_initial.get("estimator"))}
 
     # -- the shared machinery ------------------------------------------------------------------------
-    def configure_callbacks(self) -> list[pl.Callback]:
-        """:class:`~gengs_lightning.callbacks.ExactResume`, so that a resumed fit continues exactly.
-
-        Added here rather than by the CLI so that every trainer fitting the model has it (a config's
-        ``trainer.callbacks`` list cannot drop it) and it sits with the per-rank seeding of :meth:`setup`.
-        """
-        return [ExactResume()]
-
     def setup(self, stage: str) -> None:
         """Give every DDP rank its own noise: rank ``r`` re-seeds torch with ``initial_seed + r``.
 

@@ -11,11 +11,12 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gengs_lightning.callbacks.resume import ExactResumeMixin
 from gengs_lightning.hparams import HParam
 from gengs_lightning.models.topic_model import TopicModelMixin, check_sizes, inference_network, multinomial_nll
 
 
-class NVDM(TopicModelMixin, pl.LightningModule):
+class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
     """Neural variational document model (Miao, Yu and Blunsom 2016) with NVPDEF's networks.
 
     ``z ~ N(0, I)`` in ``R^K``, words ``x ~ Multinomial(softmax(R z + b))``; the posterior
@@ -26,7 +27,7 @@ class NVDM(TopicModelMixin, pl.LightningModule):
     one sample, like NVPDEF's exact draw, so the two report the same bound with the same code
     (:class:`TopicModelMixin`). It is a sibling of the discrete-latent models, not one of them: its
     latent is continuous, it has no estimator, prior table or temperature, and the discrete interfaces
-    stay as they are.
+    stay as they are. Like them it resumes exactly (:class:`~gengs_lightning.callbacks.resume.ExactResumeMixin`).
 
     Logged like NVPDEF: ``{train,val,test}/loss`` (negative ELBO per document), ``*/recon``, ``*/kl``,
     the perplexities, ``test/npmi`` and the topic table; its row of TensorBoard's HPARAMS table has the

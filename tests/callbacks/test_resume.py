@@ -17,7 +17,7 @@ from gengs_lightning.callbacks.resume import ExactResume, random_state, set_rand
 from gengs_lightning.data import ToyTargets
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSExplicit
-from gengs_lightning.models import ToyTask
+from gengs_lightning.models import NVDM, NVPDEF, ToyTask
 
 
 def draws() -> tuple:
@@ -63,6 +63,18 @@ def test_every_fit_of_a_discrete_latent_module_checkpoints_its_random_state(tmp_
     (path,) = (tmp_path / "checkpoints").glob("*step=15.ckpt")
     state = torch.load(path, weights_only=False)["callbacks"]["ExactResume"]
     assert len(state["random_states"]) == 1 and state["log_step"] == 15
+
+
+def test_every_model_family_adds_the_callback_once():
+    """The discrete-latent models and NVDM, their sibling, share the hook (NVPDEF gets it through both bases)."""
+    prior = Prior("poisson", {"rate": 1.0})
+    models = [
+        ToyTask(GenGSExplicit(window=10), prior, init={"rate": 5.0}),
+        NVPDEF(GenGSExplicit(window=10), prior, vocab_size=30, topics=[4], hidden=[16], top_words=3),
+        NVDM(vocab_size=30, topics=4, hidden=[16], top_words=3),
+    ]
+    for model in models:
+        assert [type(callback) for callback in model.configure_callbacks()] == [ExactResume], type(model).__name__
 
 
 def test_a_mid_epoch_resume_with_a_plain_loader_warns_once_that_it_is_not_exact(tmp_path):

@@ -297,6 +297,26 @@ def test_an_epoch_of_training_batches_is_the_training_set_once(corpus_dir):
     assert torch.cat(batches).sum(1).tolist() == [sum(TRAIN_DOCS[i].values()) for i in ids]
 
 
+def test_the_training_order_is_fixed_by_the_seed_and_the_epoch_and_resumes_mid_epoch(corpus_dir, monkeypatch):
+    """The order of ``seed_everything``'s seed (``PL_GLOBAL_SEED``) and the epoch; nothing drawn from torch's generator."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    data = loaded(corpus_dir, val_size=8, batch_size=4)
+    torch.manual_seed(0)
+    expected = torch.rand(2)
+    torch.manual_seed(0)
+    loader = data.train_dataloader()
+    epochs = [doc_ids(loader) for _ in range(2)]
+    assert torch.equal(torch.rand(2), expected)
+    assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1])
+    assert doc_ids(data.train_dataloader()) == epochs[0]
+    monkeypatch.setenv("PL_GLOBAL_SEED", "4")
+    assert doc_ids(data.train_dataloader()) != epochs[0]
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    resumed = data.train_dataloader()
+    resumed.load_state_dict({"epoch": 1, "batches": 2})  # two of epoch 1's six batches trained on
+    assert doc_ids(resumed) == epochs[1][8:]
+
+
 def test_evaluation_batches(corpus_dir):
     data = loaded(corpus_dir, val_size=8, eval_batch_size=5)
     assert [len(batch) for batch in data.val_dataloader()] == [5, 3]
