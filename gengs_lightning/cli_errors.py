@@ -112,7 +112,7 @@ def instantiation_path(error: BaseException) -> list[str]:
 
 
 def _arguments(node: Namespace, flag: str, depth: int = 0) -> Iterator[tuple[int, str, str, Any]]:
-    """``(depth, name, flag, value)`` of every argument under a configured class or group, shallow first.
+    """``(depth, name, flag, value)`` of every argument under a configured class or group, nested ones included.
 
     The keys of a dictionary argument (a prior's ``params``) name that argument.
     """
@@ -157,6 +157,10 @@ def config_error(error: BaseException, config: Namespace) -> str | None:
     Args:
         error: An exception raised while the subcommand's classes were instantiated.
         config: The subcommand's parsed configuration.
+
+    Returns:
+        E.g. ``--model.target.family poison: unknown family 'poison'; accepted: ...``, or ``None`` if the
+        error was not raised by a class jsonargparse instantiated, or holds no ``ValueError``.
     """
     path = instantiation_path(error)
     inner = [exception for exception in _exception_chain(error) if isinstance(exception, ValueError)]
@@ -164,7 +168,7 @@ def config_error(error: BaseException, config: Namespace) -> str | None:
         return None
     text = str(inner[-1])
     message = summarize_parse_error(text) if _PARSER_KEY.search(text) else " ".join(text.split())
-    flag, value = _flag(path), None
+    flag = _flag(path)
     node = _node(config, path)
     if node is not None:
         named = []
