@@ -2,6 +2,7 @@
 
 Each block runs in order in one fresh working directory (with ``configs/`` and ``scripts/`` linked in), so
 a later command finds what an earlier one wrote (``test --ckpt_path logs/toy_poisson/version_0/...``).
+``python -m gengs_lightning.study`` commands run on a copy of the committed results (``run`` as a dry run).
 ``python -m gengs_lightning`` commands run in-process with budget flags appended (in a subprocess under DDP,
 which relaunches its command); scripts run in-process with every CLI call they make on the same budget.
 ``/path/to/<dataset>`` means the data beside this checkout (``../shared/data``); without it the block is
@@ -17,6 +18,7 @@ import os
 import re
 import runpy
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +120,17 @@ def _run_cli(args: list[str], workdir: Path, parse_only: bool = False) -> None:
         assert stop.code in (0, None)
 
 
+def _run_study(args: list[str], workdir: Path) -> None:
+    """A study command on the committed results: ``run`` as a dry run (training a study is not a test)."""
+    from gengs_lightning.study.__main__ import main as study_main
+
+    if args[0] == "run":
+        args = [*args, "--dry-run"]
+    if args[0] == "merge":  # merging needs another machine's folder: merge the committed results into a copy
+        args = [*args[:2], str(REPO / "results")]
+    assert study_main([*args, "--out", str(workdir / "docs" / "results")]) == 0
+
+
 def _run_script(words: list[str], monkeypatch) -> None:
     script, *arguments = words
     cli_main = gengs_lightning.cli.main
@@ -137,6 +150,8 @@ def _run(command: list[str], workdir: Path, monkeypatch) -> None:
         return
     if words[:3] == ["python", "-m", "gengs_lightning"]:
         _run_cli(_resolve(words[3:], workdir), workdir)
+    elif words[:3] == ["python", "-m", "gengs_lightning.study"]:
+        _run_study(_resolve(words[3:], workdir), workdir)
     elif words[0] == "python" and words[1].startswith("scripts/"):
         _run_script(_resolve(words[1:], workdir), monkeypatch)
     elif words[0] == "torchrun":  # its flags parse; the CLI's too (tests/test_cli_multinode.py runs two nodes)
@@ -165,8 +180,10 @@ def _run(command: list[str], workdir: Path, monkeypatch) -> None:
     ],
 )
 def test_every_readme_command_runs(heading, commands, tmp_path, monkeypatch):
-    for folder in ("configs", "scripts"):
+    for folder in ("configs", "scripts", "studies"):
         (tmp_path / folder).symlink_to(REPO / folder)
+    if (REPO / "results").exists():  # a copy: study commands may add to it
+        shutil.copytree(REPO / "results", tmp_path / "results")
     monkeypatch.chdir(tmp_path)
     for command in commands:
         try:

@@ -4,7 +4,7 @@ Examples::
 
     python -m gengs_lightning.study run studies/toy.yaml --jobs 2              # the missing runs, two at a time
     python -m gengs_lightning.study run studies/toy.yaml --dry-run             # one command per missing run
-    python -m gengs_lightning.study run studies/table1_mnist.yaml --budget paper --set --data.data_dir=/data/mnist
+    python -m gengs_lightning.study run studies/table1_mnist.yaml --budget paper --set data.data_dir=/data/mnist
     python -m gengs_lightning.study status studies/toy.yaml
     python -m gengs_lightning.study merge studies/toy.yaml /other/machine/results
     python -m gengs_lightning.study report studies/toy.yaml                    # docs/results/toy.md + PNGs
@@ -24,13 +24,15 @@ from gengs_lightning.study.spec import Study, StudyError
 
 
 def _overrides(values: list[str]) -> dict[str, str]:
-    """``--set --flag=value`` pairs as a mapping."""
+    """``--set flag=value`` pairs (the CLI flag without its dashes) as ``{"--flag": "value"}``."""
     overrides = {}
     for value in values:
         flag, equals, setting = value.partition("=")
-        if not flag.startswith("--") or not equals:
-            raise StudyError(f"--set takes --flag=value, got {value!r}")
-        overrides[flag] = setting
+        if not flag or flag.startswith("-") or not equals:
+            raise StudyError(
+                f"--set takes a CLI flag without its dashes and a value, e.g. data.data_dir=/data; got {value!r}"
+            )
+        overrides[f"--{flag}"] = setting
     return overrides
 
 
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores / jobs)")
     parser.add_argument("--only", nargs="*", default=[], help="glob patterns on run ids, e.g. 'poisson2/*/seed0'")
-    parser.add_argument("--set", action="append", default=[], metavar="--FLAG=VALUE", help="override a study flag")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FLAG=VALUE", help="override a study flag (data.data_dir=/data)"
+    )
     parser.add_argument("--rerun-stale", action="store_true", help="rerun runs whose study arguments changed")
     parser.add_argument("--dry-run", action="store_true", help="print one command per pending run instead")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")

@@ -339,3 +339,13 @@ def test_a_report_without_columns_puts_every_metric_in_one_table_and_bolds_by_di
     assert "| estimator | train/loss | test/npmi |" in text
     assert "| GenGSExplicit | **10.00 +- 0.00** (n=2) | -0.20 +- 0.00 (n=2) |" in text
     assert "| Reinforce | 20.00 +- 0.00 (n=2) | **0.10 +- 0.00** (n=2) |" in text
+
+
+def test_set_overrides_a_flag_and_travels_with_the_dry_run_commands(tmp_path, capsys):
+    study_file = write_study(tmp_path / "tiny.yaml")
+    layout = ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
+    assert study_main(["run", str(study_file), "--dry-run", "--set", "data.data_dir=/data", *layout]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 4 and all(c.endswith("--set data.data_dir=/data") for c in commands)
+    assert study_main(["run", str(study_file), "--dry-run", "--set", "max_steps", *layout]) == 2
+    assert "--set takes a CLI flag without its dashes and a value" in capsys.readouterr().err
