@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,6 +12,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run in a subprocess: one thread, the repository and the tests importable."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", **extra}
 
 
 def event_dirs(root: Path) -> list[Path]:

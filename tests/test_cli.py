@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, REPO, event_dirs, read_scalars
+from helpers import CONFIGS, cli_env, event_dirs, read_scalars
 from pytorch_lightning.callbacks import ProgressBar
 
 from gengs_lightning.cli import main
@@ -241,7 +240,7 @@ def test_progress_bar_refresh_rate(flags, expected, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import runpy
 import statistics
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, REPO, SHARED_DATA, event_dirs, read_scalars
+from helpers import CONFIGS, REPO, SHARED_DATA, cli_env, event_dirs, read_scalars
 
 from gengs_lightning.cli import main
 
@@ -138,7 +137,7 @@ def test_a_vocabulary_size_mismatch_names_both_sizes_before_any_batch(tmp_path, 
 
 
 def _test_perplexity(tmp_path: Path, corpus: Path, checkpoint: Path, name: str, *extra: str) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",

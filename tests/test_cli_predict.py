@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, REPO
+from helpers import CONFIGS, cli_env
 
 from gengs_lightning.callbacks import PredictionWriter, read_predictions
 from gengs_lightning.cli import main
@@ -103,7 +102,7 @@ def test_a_checkpoint_outside_the_save_folder_gets_a_new_version_there(fitted, t
 
 def test_predict_under_ddp_writes_one_file_per_rank(fitted, tmp_path):
     checkpoint = _run(fitted) / "checkpoints" / "last.ckpt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",

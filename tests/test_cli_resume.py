@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONFIGS, REPO, event_dirs, read_scalars, write_corpus
+from helpers import CONFIGS, cli_env, event_dirs, read_scalars, write_corpus
 
 from gengs_lightning.cli import main
 
@@ -152,7 +151,7 @@ def test_topic_model_resumed_at_a_checkpoint_sees_the_same_documents(base, topic
 
 
 def run_ddp(config: Path, save_dir: Path, *extra: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",

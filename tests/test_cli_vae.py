@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONFIGS, REPO, event_dirs, read_scalars
+from helpers import CONFIGS, cli_env, event_dirs, read_scalars
 
 from gengs_lightning.cli import main
 
@@ -55,7 +54,7 @@ def test_every_vae_config_parses_and_builds(config, capsys):
 
 
 def _validate(tmp_path: Path, checkpoint: Path, name: str, *extra: str) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",

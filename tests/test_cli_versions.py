@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import yaml
-from helpers import CONFIGS, REPO
+from helpers import CONFIGS, cli_env
 
 from gengs_lightning.cli import DEFAULT_LOGGER, main
 from gengs_lightning.loggers import TensorBoardLogger
@@ -95,7 +94,7 @@ def test_a_plain_tensorboard_logger_still_works(tmp_path):
 def test_under_ddp_only_rank_zero_claims_a_version(tmp_path):
     """Two processes, one version folder: rank 1 neither creates a folder nor writes elsewhere."""
     (tmp_path / "logs" / "toy_poisson" / "version_0").mkdir(parents=True)  # an earlier run
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    env = cli_env()
     command = [
         sys.executable,
         "-m",
