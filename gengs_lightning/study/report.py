@@ -251,6 +251,10 @@ def plot(arranged: Arrangement, tag: str, path: Path, log_scale: bool) -> bool:
         if any(curves.values()):
             drawn = True
             axis.set_yscale("log" if log_scale else "linear")
+            if not log_scale:  # the range after the first tenth of training, where the curves differ
+                late = [v for c in curves.values() for _, v in c[len(c) // 10 :]]
+                low, high = min(late), max(late)
+                axis.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low) + 1e-12)
             axis.legend(fontsize="small")
     if drawn:
         path.parent.mkdir(parents=True, exist_ok=True)
