@@ -13,6 +13,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
       higher_is_better: [test/npmi]   # metrics whose best is the largest (the others: the smallest)
       digits: 2
       highlight: [GenGSExplicit, GenGSImplicit]   # rows whose claim is tested against all others
+      baselines: [RFstar, NVIL]        # or only against these (rows whose metric is comparable)
       paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
       curve: val/loss                  # plotted per column, mean over the other axes (seeds)
       curves_extra: [train/grad_var]   # kept by the runner and plotted on a log scale
@@ -196,6 +197,7 @@ def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -
 def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
     """Per column, whether the best highlighted row beats every other row by more than the seed spread."""
     highlight = set(spec.get("highlight") or ())
+    baselines = set(spec.get("baselines") or ())
     if not highlight:
         return []
     digits = int(spec.get("digits", 2))
@@ -205,7 +207,7 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
         cells = {row: arranged.cell(row, column, metric) for row in arranged.rows}
         finished = {row: c for row, c in cells.items() if c.mean is not None}
         ours = {row: c for row, c in finished.items() if row in highlight}
-        others = {row: c for row, c in finished.items() if row not in highlight}
+        others = {row: c for row, c in finished.items() if row not in highlight and (not baselines or row in baselines)}
         where = f"{column}: " if column else ""
         if not ours or not others:
             lines.append(f"- {where}not enough finished runs for a verdict.")

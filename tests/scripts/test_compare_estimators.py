@@ -28,14 +28,14 @@ def test_table_with_variance_per_family_and_vae_cost(tmp_path, monkeypatch, caps
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO / "scripts" / "compare_estimators.py"), run_name="__main__")
     text = (tmp_path / "comparison.md").read_text()
-    loss = _table(text, "## final exact loss")
+    loss = _table(text, "## `train/exact_loss`")
     assert list(loss) == ["GenGSExplicit", "GenGSNonparametric", "RF"]  # the study's order
     # nonparametric truncation needs a count family: the multinomial cell says so instead of stopping the run
     assert loss["GenGSNonparametric"][1] == "n/a"
     for name in ("GenGSExplicit", "RF"):
         for cell in loss[name]:
             assert 0 < float(cell.split()[0].strip("*")) < 1000
-    early = _table(text, "## `log10early:train/grad_var`")
+    early = _table(text, "## gradient variance, mean log10 over the first fifth of training")
     # the score-function variance on Poisson(20) is well above GenGS's early on (paper Figure 3)
     assert float(early["RF"][0].split()[0].strip("*")) > float(early["GenGSExplicit"][0].split()[0].strip("*")) + 0.5
     cost = _table(text, "## Cost on the MNIST VAE")

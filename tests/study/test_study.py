@@ -349,3 +349,27 @@ def test_set_overrides_a_flag_and_travels_with_the_dry_run_commands(tmp_path, ca
     assert len(commands) == 4 and all(c.endswith("--set data.data_dir=/data") for c in commands)
     assert study_main(["run", str(study_file), "--dry-run", "--set", "max_steps", *layout]) == 2
     assert "--set takes a CLI flag without its dashes and a value" in capsys.readouterr().err
+
+
+def test_the_verdict_compares_with_the_named_baselines_only(tmp_path):
+    report = {"rows": "estimator", "metric": "train/loss", "highlight": ["GenGSExplicit"], "baselines": ["Reinforce"]}
+    study = Study.load(write_study(tmp_path / "tiny.yaml", report=report))
+    layout = Layout(tmp_path / "results")
+    for run in study.runs("smoke"):
+        path = layout.result_file(run, "smoke")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        loss = {"GenGSExplicit": 10.0, "Reinforce": 20.0}[run.axes["estimator"]]
+        result = {
+            "study": "tiny",
+            "run": run.id,
+            "status": "done",
+            "args_hash": run.args_hash,
+            "curves": {},
+            "final": {"train/loss": loss},
+            "wall_time_s": 1.0,
+            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
+        }
+        path.write_text(json.dumps(result))
+    assert "best other: Reinforce 20.00" in write_report(study, "smoke", layout, tmp_path / "docs").read_text()
+    study = Study.load(write_study(tmp_path / "none.yaml", report={**report, "baselines": ["NoSuchRow"]}))
+    assert "not enough finished runs for a verdict" in write_report(study, "smoke", layout, tmp_path / "d2").read_text()
