@@ -245,6 +245,7 @@ def plot(arranged: Arrangement, tag: str, path: Path, log_scale: bool) -> bool:
     figure, axes = plt.subplots(1, len(arranged.columns), figsize=(6 * len(arranged.columns), 4.2), squeeze=False)
     drawn = False
     for axis, column in zip(axes[0], arranged.columns, strict=True):
+        axis.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 rows without repeating a colour
         curves = {row: mean_curve(arranged.runs_of(row, column), tag) for row in arranged.rows}
         for row, curve in curves.items():
             if curve:
@@ -257,11 +258,11 @@ def plot(arranged: Arrangement, tag: str, path: Path, log_scale: bool) -> bool:
                 late = [v for c in curves.values() for _, v in c[len(c) // 10 :]]
                 low, high = min(late), max(late)
                 axis.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low) + 1e-12)
-            axis.legend(fontsize="small")
     if drawn:
+        axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.tight_layout()
-        figure.savefig(path, dpi=110)
+        figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return drawn
 

@@ -302,7 +302,7 @@ def run_study(
     runs = select(study.runs(budget, overrides), only)
     todo = pending(runs, budget, layout, rerun_stale)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    log(f"study {study.name} ({budget}): {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run")
+    log(f"study {study.name} ({budget}): {len(runs)} runs, {len(runs) - len(todo)} done or running, {len(todo)} to run")
 
     def one(run: Run) -> dict[str, Any] | None:
         if not claim(run, budget, layout):
