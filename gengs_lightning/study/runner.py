@@ -309,6 +309,9 @@ def run_study(
             log(f"skip {run.id}: another runner is running it")
             return None
         try:
+            if run_state(run, budget, layout) in ("done", "diverged"):  # another runner finished it meanwhile
+                log(f"skip {run.id}: another runner has finished it")
+                return None
             log(f"start {run.id}")
             result = execute(run, budget, layout, threads, study.curve_tags)
         finally:

@@ -373,3 +373,19 @@ def test_the_verdict_compares_with_the_named_baselines_only(tmp_path):
     assert "best other: Reinforce 20.00" in write_report(study, "smoke", layout, tmp_path / "docs").read_text()
     study = Study.load(write_study(tmp_path / "none.yaml", report={**report, "baselines": ["NoSuchRow"]}))
     assert "not enough finished runs for a verdict" in write_report(study, "smoke", layout, tmp_path / "d2").read_text()
+
+
+def test_a_run_another_runner_finished_after_this_one_listed_it_is_not_run_again(tmp_path, monkeypatch):
+    import gengs_lightning.study.runner as runner
+
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    layout = Layout(tmp_path / "results", tmp_path / "runs")
+    (first,) = study.runs("smoke")[:1]
+    path = layout.result_file(first, "smoke")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"study": "tiny", "run": first.id, "status": "done", "args_hash": first.args_hash}))
+    monkeypatch.setattr(runner, "pending", lambda runs, *args, **kwargs: list(runs))  # listed before it finished
+    lines = []
+    assert run_study(study, "smoke", layout, only=[first.id], log=lines.append) == []
+    assert lines[-1] == f"skip {first.id}: another runner has finished it"
+    assert not layout.lock_file(first, "smoke").exists()
