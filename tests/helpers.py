@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,6 +19,22 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment of a CLI run in a subprocess: one thread, the repository and the tests importable."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", **extra}
+
+
+def run_ddp_fit(config: Path, save_dir: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``fit`` of ``config`` on two CPU processes (``configs/trainer/ddp_cpu.yaml``) in a subprocess.
+
+    DDP relaunches its command line, so it runs the CLI as a user does; the run must succeed.
+    """
+    command = [sys.executable, "-m", "gengs_lightning", "fit", "--config", str(config)]
+    command += [
+        "--config",
+        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+    ]
+    result = subprocess.run([*command, *extra], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def event_dirs(root: Path) -> list[Path]:

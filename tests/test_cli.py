@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, cli_env, event_dirs, read_scalars
+from helpers import CONFIGS, event_dirs, read_scalars, run_ddp_fit
 from pytorch_lightning.callbacks import ProgressBar
 
 from gengs_lightning.cli import main
@@ -240,26 +238,17 @@ def test_progress_bar_refresh_rate(flags, expected, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
-    env = cli_env()
-    command = [
-        sys.executable,
-        "-m",
-        "gengs_lightning",
-        "fit",
-        "--config",
-        str(CONFIGS / "toy" / "poisson.yaml"),
-        "--config",
-        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+    result = run_ddp_fit(
+        CONFIGS / "toy" / "poisson.yaml",
+        tmp_path / "logs",
         "--trainer.max_steps=20",
         "--trainer.log_every_n_steps=5",
         "--trainer.enable_progress_bar=false",
         "--model.init_args.grad_every=10",
         "--data.init_args.steps_per_epoch=40",
         "--trainer.callbacks+=helpers.RecordNoise",
-    ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+        cwd=tmp_path,
+    )
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     (log_dir,) = event_dirs(tmp_path / "logs")  # one run directory: only rank zero writes
     assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONFIGS, cli_env, event_dirs, read_scalars, write_corpus
+from helpers import CONFIGS, event_dirs, read_scalars, run_ddp_fit, write_corpus
 
 from gengs_lightning.cli import main
 
@@ -151,22 +149,7 @@ def test_topic_model_resumed_at_a_checkpoint_sees_the_same_documents(base, topic
 
 
 def run_ddp(config: Path, save_dir: Path, *extra: str) -> None:
-    env = cli_env()
-    command = [
-        sys.executable,
-        "-m",
-        "gengs_lightning",
-        "fit",
-        "--config",
-        str(config),
-        "--config",
-        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        *QUIET,
-        *extra,
-    ]
-    result = subprocess.run(command, cwd=save_dir.parent, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ddp_fit(config, save_dir, *QUIET, *extra, cwd=save_dir.parent)
 
 
 @pytest.mark.slow

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import yaml
-from helpers import CONFIGS, cli_env
+from helpers import CONFIGS, run_ddp_fit
 
 from gengs_lightning.cli import DEFAULT_LOGGER, main
 from gengs_lightning.loggers import TensorBoardLogger
@@ -94,22 +92,7 @@ def test_a_plain_tensorboard_logger_still_works(tmp_path):
 def test_under_ddp_only_rank_zero_claims_a_version(tmp_path):
     """Two processes, one version folder: rank 1 neither creates a folder nor writes elsewhere."""
     (tmp_path / "logs" / "toy_poisson" / "version_0").mkdir(parents=True)  # an earlier run
-    env = cli_env()
-    command = [
-        sys.executable,
-        "-m",
-        "gengs_lightning",
-        "fit",
-        "--config",
-        str(CONFIGS / "toy" / "poisson.yaml"),
-        "--config",
-        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
-        "--trainer.max_steps=2",
-        *QUIET,
-    ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ddp_fit(CONFIGS / "toy" / "poisson.yaml", tmp_path / "logs", "--trainer.max_steps=2", *QUIET, cwd=tmp_path)
     root = tmp_path / "logs" / "toy_poisson"
     assert _versions(root) == ["version_0", "version_1"]
     assert {path.name for path in (root / "version_1").iterdir()} >= {"config.yaml", "hparams.yaml", "checkpoints"}

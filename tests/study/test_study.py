@@ -47,6 +47,28 @@ def write_study(path: Path, **changes) -> Path:
     return path
 
 
+def write_results(study: Study, layout: Layout, loss_of, npmi_of=None) -> None:
+    """Result files for every run of the smoke budget: ``train/loss`` from ``loss_of(run)`` (``None``: diverged)."""
+    for run in study.runs("smoke"):
+        loss = loss_of(run)
+        final = {} if loss is None else {"train/loss": loss}
+        if npmi_of is not None:
+            final["test/npmi"] = npmi_of(run)
+        result = {
+            "study": study.name,
+            "run": run.id,
+            "status": "done" if loss is not None else "diverged",
+            "args_hash": run.args_hash,
+            "final": final,
+            "curves": {"train/loss": [[0, 30.0], [5, 30.0 if loss is None else loss]]},
+            "wall_time_s": 1.0,
+            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
+        }
+        path = layout.result_file(run, "smoke")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+
 def test_grid_expands_in_file_order_with_configs_first_and_later_flags_winning(tmp_path):
     study = Study.load(write_study(tmp_path / "tiny.yaml", args={"--trainer.max_steps": 99, "--x": 1}))
     runs = study.runs("smoke")
@@ -215,23 +237,7 @@ def test_report_marks_diverged_cells_and_tells_the_verdict(tmp_path):
     study = Study.load(write_study(tmp_path / "tiny.yaml"))
     layout = Layout(tmp_path / "results")
     values = {"GenGSExplicit": [10.0, 11.0], "Reinforce": [20.0, None]}  # None: diverged
-    for run in study.runs("smoke"):
-        value = values[run.axes["estimator"]][int(run.axes["seed"][-1])]
-        path = layout.result_file(run, "smoke")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        final = {} if value is None else {"train/loss": value}
-        status = "done" if value is not None else "diverged"
-        result = {
-            "study": "tiny",
-            "run": run.id,
-            "status": status,
-            "args_hash": run.args_hash,
-            "final": final,
-            "curves": {"train/loss": [[0, 30.0], [5, value or 30.0]]},
-            "wall_time_s": 1.0,
-            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
-        }
-        path.write_text(json.dumps(result))
+    write_results(study, layout, lambda run: values[run.axes["estimator"]][int(run.axes["seed"][-1])])
     text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
     assert "| GenGSExplicit | **10.50 +- 0.71** (n=2) | 36.0 |" in text
     assert "| Reinforce | 20.00 (n=1, 1 diverged) |  |" in text
@@ -320,21 +326,9 @@ def test_a_report_without_columns_puts_every_metric_in_one_table_and_bolds_by_di
     study = Study.load(write_study(tmp_path / "tiny.yaml", report=report))
     layout = Layout(tmp_path / "results")
     values = {"GenGSExplicit": (10.0, -0.2), "Reinforce": (20.0, 0.1)}
-    for run in study.runs("smoke"):
-        loss, npmi = values[run.axes["estimator"]]
-        path = layout.result_file(run, "smoke")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "study": "tiny",
-            "run": run.id,
-            "status": "done",
-            "args_hash": run.args_hash,
-            "curves": {},
-            "final": {"train/loss": loss, "test/npmi": npmi},
-            "wall_time_s": 1.0,
-            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
-        }
-        path.write_text(json.dumps(result))
+    write_results(
+        study, layout, lambda run: values[run.axes["estimator"]][0], lambda run: values[run.axes["estimator"]][1]
+    )
     text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
     assert "| estimator | train/loss | test/npmi |" in text
     assert "| GenGSExplicit | **10.00 +- 0.00** (n=2) | -0.20 +- 0.00 (n=2) |" in text
@@ -355,21 +349,7 @@ def test_the_verdict_compares_with_the_named_baselines_only(tmp_path):
     report = {"rows": "estimator", "metric": "train/loss", "highlight": ["GenGSExplicit"], "baselines": ["Reinforce"]}
     study = Study.load(write_study(tmp_path / "tiny.yaml", report=report))
     layout = Layout(tmp_path / "results")
-    for run in study.runs("smoke"):
-        path = layout.result_file(run, "smoke")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        loss = {"GenGSExplicit": 10.0, "Reinforce": 20.0}[run.axes["estimator"]]
-        result = {
-            "study": "tiny",
-            "run": run.id,
-            "status": "done",
-            "args_hash": run.args_hash,
-            "curves": {},
-            "final": {"train/loss": loss},
-            "wall_time_s": 1.0,
-            "machine": {"cpu": "cpu", "threads": 1, "torch": "2", "gpu": None},
-        }
-        path.write_text(json.dumps(result))
+    write_results(study, layout, lambda run: {"GenGSExplicit": 10.0, "Reinforce": 20.0}[run.axes["estimator"]])
     assert "best other: Reinforce 20.00" in write_report(study, "smoke", layout, tmp_path / "docs").read_text()
     study = Study.load(write_study(tmp_path / "none.yaml", report={**report, "baselines": ["NoSuchRow"]}))
     assert "not enough finished runs for a verdict" in write_report(study, "smoke", layout, tmp_path / "d2").read_text()
