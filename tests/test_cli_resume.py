@@ -77,6 +77,20 @@ def fit(config: Path, save_dir: Path, *extra: str) -> None:
     main(["fit", "--config", str(config), f"--trainer.logger.init_args.save_dir={save_dir}", *QUIET, *extra])
 
 
+def check_resumes(run, config: Path, root: Path, flags: list[str], resumes, tags=("train/loss", "train/tau")) -> None:
+    """Run ``config`` uninterrupted, then resumed from each ``(kind, step)`` checkpoint; the logs must agree.
+
+    ``run(config, save_dir, *flags)`` trains (in process or under DDP); ``kind`` is ``epochs`` or ``steps``.
+    """
+    run(config, root / "full", *flags)
+    uninterrupted = logged(root / "full")
+    saved = saved_checkpoints(root)
+    for kind, step in resumes:
+        save_dir = root / f"resumed_{kind}_{step}"
+        run(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
+        assert_continues(uninterrupted, logged(save_dir), step, tags)
+
+
 @pytest.mark.parametrize(
     ("changes", "resumes"),
     [
@@ -99,13 +113,7 @@ def test_toy_run_resumed_at_a_checkpoint_logs_the_same_loss(changes, resumes, tm
         temperature={"kind": "exponential", "tau_min": 0.05, "rate": 0.03},
         **changes,
     )
-    fit(config, tmp_path / "full", "--trainer.max_steps=100")
-    uninterrupted = logged(tmp_path / "full")
-    saved = saved_checkpoints(tmp_path)
-    for kind, step in resumes:
-        save_dir = tmp_path / f"resumed_{kind}_{step}"
-        fit(config, save_dir, "--trainer.max_steps=100", f"--ckpt_path={checkpoint(saved, kind, step)}")
-        assert_continues(uninterrupted, logged(save_dir), step)
+    check_resumes(fit, config, tmp_path, ["--trainer.max_steps=100"], resumes)
 
 
 def test_vae_on_digits_resumed_at_a_checkpoint_sees_the_same_batches(tmp_path):
@@ -115,13 +123,7 @@ def test_vae_on_digits_resumed_at_a_checkpoint_sees_the_same_batches(tmp_path):
     )
     monitor = ["--trainer.callbacks+=gengs_lightning.callbacks.GradientMonitor", "--trainer.callbacks.every_n_steps=5"]
     flags = ["--trainer.max_steps=16", "--test_after_fit=false", *monitor, "--trainer.callbacks.num_draws=2"]
-    fit(config, tmp_path / "full", *flags)
-    uninterrupted = logged(tmp_path / "full")
-    saved = saved_checkpoints(tmp_path)
-    for kind, step in [("epochs", 6), ("steps", 8)]:
-        save_dir = tmp_path / f"resumed_{kind}_{step}"
-        fit(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
-        assert_continues(uninterrupted, logged(save_dir), step)
+    check_resumes(fit, config, tmp_path, flags, [("epochs", 6), ("steps", 8)])
 
 
 @pytest.mark.parametrize(
@@ -139,13 +141,7 @@ def test_topic_model_resumed_at_a_checkpoint_sees_the_same_documents(base, topic
     model = ["--model.init_args.vocab_size=30", f"--model.init_args.topics={topics}", "--model.init_args.hidden=[16]"]
     data = [f"--data.data_dir={corpus}", "--data.init_args.val_size=20", "--data.init_args.batch_size=16"]
     flags = ["--trainer.max_steps=17", "--trainer.log_every_n_steps=1", "--test_after_fit=false", *model, *data]
-    fit(config, tmp_path / "full", *flags)
-    uninterrupted = logged(tmp_path / "full")
-    saved = saved_checkpoints(tmp_path)
-    for kind, step in [("epochs", 7), ("steps", 10)]:
-        save_dir = tmp_path / f"resumed_{kind}_{step}"
-        fit(config, save_dir, *flags, f"--ckpt_path={checkpoint(saved, kind, step)}")
-        assert_continues(uninterrupted, logged(save_dir), step, tags)
+    check_resumes(fit, config, tmp_path, flags, [("epochs", 7), ("steps", 10)], tags)
 
 
 def run_ddp(config: Path, save_dir: Path, *extra: str) -> None:
@@ -163,10 +159,4 @@ def test_ddp_run_resumed_at_a_checkpoint_logs_the_same_loss(tmp_path):
         model__init_args__grad_every=0,
         temperature={"kind": "exponential", "tau_min": 0.05, "rate": 0.03},
     )
-    run_ddp(config, tmp_path / "full", "--trainer.max_steps=50")
-    uninterrupted = logged(tmp_path / "full")
-    saved = saved_checkpoints(tmp_path)
-    for kind, step in [("epochs", 20), ("steps", 30)]:
-        save_dir = tmp_path / f"resumed_{kind}_{step}"
-        run_ddp(config, save_dir, "--trainer.max_steps=50", f"--ckpt_path={checkpoint(saved, kind, step)}")
-        assert_continues(uninterrupted, logged(save_dir), step)
+    check_resumes(run_ddp, config, tmp_path, ["--trainer.max_steps=50"], [("epochs", 20), ("steps", 30)])
