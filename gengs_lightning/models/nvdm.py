@@ -38,6 +38,8 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
         topics: Dimension ``K`` of the latent (the number of topics).
         hidden: Hidden widths of the inference network.
         activation: Hidden activation, one of ``relu, tanh, elu, leaky_relu, softplus, gelu``.
+        dropout: Dropout probability after every hidden layer of the inference network (0: none).
+        batch_norm: Batch normalisation before every hidden activation of the inference network.
         num_samples: Reparameterised samples per document in training.
         top_words: Words per topic shown and used for coherence.
         decoder_bias: Start of the decoder bias: ``zeros`` or ``unigram``.
@@ -45,7 +47,7 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
         lr_scheduler: Optional learning-rate scheduler factory.
 
     Raises:
-        ValueError: For non-positive sizes or an unknown activation or decoder bias.
+        ValueError: For non-positive sizes, an unknown activation or decoder bias, or a dropout outside [0, 1).
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
         topics: int = 50,
         hidden: Sequence[int] = (500, 500),
         activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
         num_samples: int = 1,
         top_words: int = 10,
         decoder_bias: str = "zeros",
@@ -67,7 +71,7 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
         self.vocab_size, self.topics, self.num_samples = vocab_size, topics, num_samples
         self.top_words, self.decoder_bias = top_words, decoder_bias
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.inference = inference_network(vocab_size, hidden, activation)
+        self.inference = inference_network(vocab_size, hidden, activation, dropout, batch_norm)
         self.mean_head = nn.Linear(hidden[-1], topics)
         self.log_sigma_head = nn.Linear(hidden[-1], topics)
         nn.init.zeros_(self.log_sigma_head.weight)

@@ -46,6 +46,8 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
         topics: Topic counts per layer from the bottom, e.g. ``[50]`` or ``[50, 20]``.
         hidden: Hidden widths of the inference network.
         activation: Hidden activation, one of ``relu, tanh, elu, leaky_relu, softplus, gelu``.
+        dropout: Dropout probability after every hidden layer of the inference network (0: none).
+        batch_norm: Batch normalisation before every hidden activation of the inference network.
         rate_offset: Added to the conditional rates ``W_l z_{l+1}`` so that they stay positive.
         top_words: Words per topic shown and used for coherence.
         decoder_bias: Start of the decoder bias ``b``: ``zeros``, or ``unigram`` (the log-frequencies of the
@@ -54,7 +56,8 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
         lr_scheduler: Optional learning-rate scheduler factory.
 
     Raises:
-        ValueError: For non-positive sizes, an unknown activation, or several layers with a non-Poisson prior.
+        ValueError: For non-positive sizes, an unknown activation, a dropout outside [0, 1), or several layers
+            with a non-Poisson prior.
     """
 
     objective_name = "recon"
@@ -67,6 +70,8 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
         topics: Sequence[int] = (50,),
         hidden: Sequence[int] = (500, 500),
         activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
         rate_offset: float = 0.01,
         top_words: int = 10,
         decoder_bias: str = "zeros",
@@ -88,7 +93,7 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
         self.vocab_size, self.topics, self.rate_offset = vocab_size, tuple(topics), rate_offset
         self.top_words, self.decoder_bias = top_words, decoder_bias
         raw_size = estimator.raw_size(prior)
-        self.inference = inference_network(vocab_size, hidden, activation)
+        self.inference = inference_network(vocab_size, hidden, activation, dropout, batch_norm)
         self.heads = nn.ModuleList(nn.Linear(hidden[-1], k * raw_size) for k in self.topics)
         self.decoder = nn.Linear(self.topics[0], vocab_size)
         self.layer_weights = nn.ParameterList(

@@ -16,17 +16,37 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from gengs_lightning.metrics import Perplexity, TopicCoherence
-from gengs_lightning.models.vae import ACTIVATIONS, mlp
+from gengs_lightning.models.vae import ACTIVATIONS
 
 #: Initialisations of the decoder bias ``b``: zeros, or the training words' log-frequencies.
 DECODER_BIASES = ("zeros", "unigram")
 
 
-def inference_network(vocab_size: int, hidden: Sequence[int], activation: str) -> nn.Sequential:
-    """The MLP ``V -> hidden[0] -> ... -> hidden[-1]``, activation after every layer (its input ``log(1 + x)``)."""
+def inference_network(
+    vocab_size: int, hidden: Sequence[int], activation: str, dropout: float = 0.0, batch_norm: bool = False
+) -> nn.Sequential:
+    """The MLP ``V -> hidden[0] -> ... -> hidden[-1]`` on ``log(1 + x)``, activation after every layer.
+
+    Each hidden layer is ``Linear``, then ``BatchNorm1d`` if ``batch_norm``, the activation, and ``Dropout``
+    if ``dropout > 0`` (the regularisers of ProdLDA-style inference networks; both off by default, which
+    gives the plain MLP of NVDM).
+
+    Raises:
+        ValueError: For an unknown activation or a dropout outside ``[0, 1)``, naming the argument.
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
-    return nn.Sequential(mlp([vocab_size, *hidden], activation), ACTIVATIONS[activation]())
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip([vocab_size, *hidden[:-1]], hidden, strict=True):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(fan_out))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
 
 
 def check_sizes(sizes: dict[str, Any]) -> None:
