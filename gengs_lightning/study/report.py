@@ -11,7 +11,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
       label: test negative ELBO
       also: [test/nll_iw]              # further tables, same layout
       higher_is_better: [test/npmi]   # metrics whose best is the largest (the others: the smallest)
-      digits: 2
+      digits: 2                        # decimals; or per metric: {default: 1, test/npmi: 3}
       highlight: [GenGSExplicit, GenGSImplicit]   # rows whose claim is tested against all others
       baselines: [RFstar, NVIL]        # or only against these (rows whose metric is comparable)
       paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
@@ -52,6 +52,14 @@ CURVE_SUMMARIES = {
     "log10mean": _log10_mean,
     "log10early": lambda values: _log10_mean(values[: max(1, len(values) // 5)]),
 }
+
+
+def digits_of(spec: dict[str, Any], metric: str) -> int:
+    """Decimals shown for ``metric``: ``digits`` (2 by default), or its entry in a per-metric ``digits`` map."""
+    digits = spec.get("digits", 2)
+    if isinstance(digits, dict):
+        digits = digits.get(metric, digits.get("default", 2))
+    return int(digits)
 
 
 def load_results(runs: Sequence[Run], budget: str, layout: Layout = Layout()) -> dict[str, dict[str, Any]]:
@@ -163,7 +171,6 @@ def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -
     With a column axis, one metric (the first) by rows and columns; without one, the rows by ``metrics``.
     The best mean of every column is bold (the lowest, or the highest for ``higher_is_better`` metrics).
     """
-    digits = int(spec.get("digits", 2))
     higher = set(spec.get("higher_is_better") or ())
     paper = spec.get("paper") or {}
     if arranged.column_axis is None:
@@ -186,7 +193,9 @@ def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -
         cells = [row]
         for metric, column in columns:
             cell = arranged.cell(row, column, metric)
-            cells.append(cell.text(digits, cell.mean is not None and cell.mean == best[metric, column]))
+            cells.append(
+                cell.text(digits_of(spec, metric), cell.mean is not None and cell.mean == best[metric, column])
+            )
             if metric == metrics[0] and column in paper:
                 value = paper[column].get(row)
                 cells.append("" if value is None else str(value))
@@ -200,7 +209,7 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
     baselines = set(spec.get("baselines") or ())
     if not highlight:
         return []
-    digits = int(spec.get("digits", 2))
+    digits = digits_of(spec, metric)
     sign = -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
     lines = []
     for column in arranged.columns:

@@ -335,6 +335,20 @@ def test_a_report_without_columns_puts_every_metric_in_one_table_and_bolds_by_di
     assert "| Reinforce | 20.00 +- 0.00 (n=2) | **0.10 +- 0.00** (n=2) |" in text
 
 
+def test_digits_can_be_set_per_metric(tmp_path):
+    report = {
+        "rows": "estimator",
+        "metric": "train/loss",
+        "also": ["test/npmi"],
+        "digits": {"default": 1, "test/npmi": 3},
+    }
+    study = Study.load(write_study(tmp_path / "tiny.yaml", report=report))
+    layout = Layout(tmp_path / "results")
+    write_results(study, layout, lambda run: 10.0, lambda run: -0.1234)
+    text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
+    assert "| GenGSExplicit | **10.0 +- 0.0** (n=2) | **-0.123 +- 0.000** (n=2) |" in text
+
+
 def test_set_overrides_a_flag_and_travels_with_the_dry_run_commands(tmp_path, capsys):
     study_file = write_study(tmp_path / "tiny.yaml")
     layout = ["--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
