@@ -193,7 +193,7 @@ def failure_text(args: list[str], capsys) -> str:
             "--temperature.kind=sine",
             "Expected a typing.Literal['constant', 'exponential', 'linear', 'cosine']",
         ),
-        ("poisson", "--temperature.tau_min=0", "temperature tau_min must be a finite number > 0, got 0.0"),
+        ("poisson", "--temperature.tau_min=0", "tau_min (the final temperature) must be a finite number > 0, got 0.0"),
         ("poisson", "--temperature.interval=0", "interval must be an integer >= 1, got 0"),
         ("poisson", "--progress_bar_refresh_rate=-2", "-2 does not conform to restriction v>=0"),
     ],

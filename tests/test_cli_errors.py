@@ -53,7 +53,7 @@ def fit(tmp_path, *flags: str) -> subprocess.CompletedProcess:
         ),
         (
             ["--temperature.tau_min", "0"],
-            "--temperature.tau_min 0.0: temperature tau_min must be a finite number > 0, got 0.0",
+            "--temperature.tau_min 0.0: tau_min (the final temperature) must be a finite number > 0, got 0.0",
         ),
         # values jsonargparse itself refuses: its message without the sixty lines of usage
         (["--temperature.kind", "sine"], "--temperature.kind: Expected a typing.Literal['constant', 'exponential'"),

@@ -6,37 +6,43 @@ import copy
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
-from torch import Tensor
+
+from gengs_lightning.checks import check_int
+from gengs_lightning.models.gradients import gradient_statistics
 
 
 class GradientMonitor(Callback):
     """Every ``every_n_steps`` steps, log ``train/grad_var``: the variance of the encoder's gradient.
 
-    On one fixed training batch (the first one of the fit, kept on the device), the estimator is run
-    ``num_draws`` times with fresh noise; ``train/grad_var`` is the total variance
-    ``sum_p Var[g_p]`` of the gradient of the surrogate with respect to the parameters of
-    ``pl_module.encoder_parameters()`` (all parameters for modules without that method), accumulated
-    in float64 without storing the draws. The estimator's state (buffers such as a moving-average
-    baseline) is restored afterwards, so monitoring does not change training. Rank zero only.
+    On one fixed training batch (the first one of the fit, kept on the device), the model draws
+    ``num_draws`` gradient estimates with fresh noise (its ``gradient_draws(batch, num_draws)``, e.g.
+    :meth:`~gengs_lightning.models.DiscreteLatentModule.gradient_draws`: the gradient of the surrogate with
+    respect to the encoder's parameters, with the estimator's state restored afterwards, so monitoring does
+    not change training); ``train/grad_var`` is their total variance ``sum_p Var[g_p]``
+    (:func:`~gengs_lightning.models.gradients.gradient_statistics`). Rank zero only.
 
     Args:
         every_n_steps: Steps between measurements.
         num_draws: Independent estimator draws ``M`` per measurement (at least 2).
 
     Raises:
-        ValueError: For ``every_n_steps < 1`` or ``num_draws < 2``.
+        ValueError: For an ``every_n_steps`` that is not an integer >= 1 or a ``num_draws`` that is not one
+            >= 2 (``True`` is no integer here); in ``setup``, for a model without ``gradient_draws``.
     """
 
     def __init__(self, every_n_steps: int = 100, num_draws: int = 50):
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        if not isinstance(num_draws, int) or num_draws < 2:
-            raise ValueError(f"num_draws must be an integer >= 2, got {num_draws!r}")
-        self.every_n_steps = every_n_steps
-        self.num_draws = num_draws
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
+        self.num_draws = check_int("num_draws", num_draws, 2)
         self._batch: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse, before training, a model that draws no gradients (one that is no ``DiscreteLatentModule``)."""
+        if stage == "fit" and not callable(getattr(pl_module, "gradient_draws", None)):
+            raise ValueError(
+                f"GradientMonitor needs a model with gradient_draws(batch, num_draws), such as a "
+                f"DiscreteLatentModule; {type(pl_module).__name__} has none"
+            )
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         if self._batch is None:
@@ -48,25 +54,5 @@ class GradientMonitor(Callback):
             logger.log_metrics({"train/grad_var": variance}, step=trainer.global_step)
 
     def gradient_variance(self, pl_module: pl.LightningModule, batch: Any) -> float:
-        """Total variance of the encoder gradient over ``num_draws`` estimator draws on ``batch``."""
-        params = [p for p in _encoder_parameters(pl_module) if p.requires_grad]
-        state = copy.deepcopy(pl_module.estimator.state_dict())
-        total = squares = None
-        with torch.enable_grad():
-            for _ in range(self.num_draws):
-                grads = torch.autograd.grad(pl_module.estimate(batch).surrogate, params, allow_unused=True)
-                flat = torch.cat([_flat(g, p) for g, p in zip(grads, params, strict=True)]).double()
-                total = flat if total is None else total + flat
-                squares = flat.square() if squares is None else squares + flat.square()
-        pl_module.estimator.load_state_dict(state)
-        count = self.num_draws
-        return float(((squares - total.square() / count) / (count - 1)).sum())
-
-
-def _encoder_parameters(pl_module: pl.LightningModule):
-    method = getattr(pl_module, "encoder_parameters", None)
-    return list(method() if method is not None else pl_module.parameters())
-
-
-def _flat(grad: Tensor | None, param: Tensor) -> Tensor:
-    return (grad if grad is not None else torch.zeros_like(param)).reshape(-1)
+        """Total variance of the encoder gradient over ``num_draws`` of the model's gradient draws on ``batch``."""
+        return float(gradient_statistics(pl_module.gradient_draws(batch, self.num_draws))["grad_var"])

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
-from gengs_lightning.estimators import check_temperature
+from gengs_lightning.checks import check_choice, check_int, check_number
 
 ScheduleKind = Literal["constant", "exponential", "linear", "cosine"]
 KINDS: tuple[str, ...] = ("constant", "exponential", "linear", "cosine")
@@ -42,7 +42,9 @@ class TemperatureSchedule(Callback):
         interval: Update every this many steps (the schedule is piecewise constant in between).
 
     Raises:
-        ValueError: For an unknown kind or a non-positive temperature, rate, step count or interval.
+        ValueError: For an unknown kind, a temperature that is not a finite number > 0, a rate that is not a
+            finite number >= 0, or a step count or interval that is not an integer >= 1 (``True`` is no
+            number here), naming the argument (:mod:`gengs_lightning.checks`).
     """
 
     def __init__(
@@ -54,17 +56,14 @@ class TemperatureSchedule(Callback):
         total_steps: int | None = None,
         interval: int = 1,
     ):
-        if kind not in KINDS:
-            raise ValueError(f"unknown temperature schedule {kind!r}; accepted: {', '.join(KINDS)}")
+        check_choice("temperature schedule", kind, KINDS)
         if tau0 is not None:
-            check_temperature(tau0, "tau0")
-        check_temperature(tau_min, "tau_min")
-        if not (isinstance(rate, (int, float)) and 0.0 <= rate < math.inf):
-            raise ValueError(f"rate must be a finite number >= 0, got {rate!r}")
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
-            raise ValueError(f"total_steps must be an integer >= 1 or None, got {total_steps!r}")
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+            check_number("tau0", tau0, 0, meaning="the starting temperature")
+        check_number("tau_min", tau_min, 0, meaning="the final temperature")
+        check_number("rate", rate, 0, low_closed=True)
+        if total_steps is not None:
+            check_int("total_steps", total_steps, 1, meaning="or None for the trainer's estimate")
+        check_int("interval", interval, 1)
         self.kind = kind
         self.tau0 = tau0
         self.tau_min = tau_min

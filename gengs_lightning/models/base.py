@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import re
 import warnings
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -116,6 +119,42 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
         """
         own = {id(p) for p in self.estimator.parameters()}
         return (p for p in self.parameters() if id(p) not in own)
+
+    def gradient_draws(self, batch: Any, num_draws: int) -> Tensor:
+        """``num_draws`` independent estimates of the encoder gradient on ``batch``, shape ``(M, P)``.
+
+        Draw ``m`` is the gradient of the surrogate of one :meth:`estimate` (fresh noise) with respect to
+        the :meth:`encoder_parameters` that require a gradient, flattened and concatenated in their order
+        (zeros where the surrogate does not reach a parameter), in float64: their variance
+        (:func:`~gengs_lightning.models.gradients.gradient_statistics`) sums many coordinates. The
+        estimator's state (buffers such as a moving-average baseline) is restored afterwards, so measuring
+        does not change training. :class:`~gengs_lightning.callbacks.GradientMonitor` reads this; a model
+        with a faster way to draw the same estimates overrides it (:meth:`ToyTask.gradient_draws`).
+
+        Args:
+            batch: A batch.
+            num_draws: Independent draws ``M``.
+
+        Returns:
+            The draws, ``(M, P)`` with ``P`` the number of encoder parameters (all ``M * P`` are kept).
+        """
+        params = [p for p in self.encoder_parameters() if p.requires_grad]
+        draws = []
+        with self.estimator_state_kept(), torch.enable_grad():
+            for _ in range(num_draws):
+                grads = torch.autograd.grad(self.estimate(batch).surrogate, params, allow_unused=True)
+                flat = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+                draws.append(torch.cat([g.reshape(-1) for g in flat]).double())
+        return torch.stack(draws)
+
+    @contextmanager
+    def estimator_state_kept(self) -> Iterator[None]:
+        """Restore the estimator's state (its buffers and parameters) on exit: for measurements besides training."""
+        state = copy.deepcopy(self.estimator.state_dict())
+        try:
+            yield
+        finally:
+            self.estimator.load_state_dict(state)
 
     def summary(self) -> dict[str, float]:
         """Lines of the summary the CLI prints after ``fit`` and ``test``, besides the metrics (none by default).

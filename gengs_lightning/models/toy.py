@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from gengs_lightning.checks import check_int
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator
 from gengs_lightning.models.base import DiscreteLatentModule
@@ -42,6 +42,9 @@ class ToyTask(DiscreteLatentModule):
         grad_draws: Independent gradient draws ``M`` per statistic.
         optimizer: Optimizer factory.
         lr_scheduler: Optional learning-rate scheduler factory.
+
+    Raises:
+        ValueError: For a ``grad_every`` that is not an integer >= 0 or a ``grad_draws`` that is not one >= 2.
     """
 
     uses_kl = False
@@ -58,10 +61,8 @@ class ToyTask(DiscreteLatentModule):
     ):
         super().__init__(estimator, target, optimizer, lr_scheduler)
         self.save_hyperparameters()
-        if grad_every < 0 or grad_draws < 2:
-            raise ValueError(f"need grad_every >= 0 and grad_draws >= 2, got {grad_every} and {grad_draws}")
-        self.grad_every = grad_every
-        self.grad_draws = grad_draws
+        self.grad_every = check_int("grad_every", grad_every, 0, meaning="0 turns gradient statistics off")
+        self.grad_draws = check_int("grad_draws", grad_draws, 2)
         raw_size = estimator.raw_size(target)
         if init is None:
             raw = torch.zeros(raw_size)
@@ -109,19 +110,18 @@ class ToyTask(DiscreteLatentModule):
     def gradient_draws(self, batch: Tensor, num_draws: int) -> Tensor:
         """``num_draws`` independent gradient estimates with respect to the parameter, ``(M, raw_size)``.
 
-        The draws are computed in one pass: the parameter is replicated ``M`` times, each replica sees
-        the whole target vector, and since the surrogate is a mean over the ``M * K`` examples, the
-        gradient of ``M`` times it with respect to replica ``m`` is draw ``m``.
+        The base class's draws (:meth:`DiscreteLatentModule.gradient_draws`: the parameter is the whole
+        encoder) computed in one pass, in the parameter's dtype: the parameter is replicated ``M`` times,
+        each replica sees the whole target vector, and since the surrogate is a mean over the ``M * K``
+        examples, the gradient of ``M`` times it with respect to replica ``m`` is draw ``m``.
         """
-        state = copy.deepcopy(self.estimator.state_dict())  # a stateful baseline must not learn from this
-        with torch.enable_grad():
+        with self.estimator_state_kept(), torch.enable_grad():
             replicas = self.raw.detach().expand(num_draws, -1).clone().requires_grad_()
             size = batch.shape[0]
             params = replicas[:, None, None, :].expand(-1, size, 1, -1).reshape(num_draws * size, 1, -1)
             targets = batch.repeat(num_draws, *([1] * (batch.dim() - 1)))
             out = self.run_estimator(params, partial(self.objective, targets), kl=False)
             (draws,) = torch.autograd.grad(out.surrogate * num_draws, [replicas])
-        self.estimator.load_state_dict(state)
         return draws
 
     def gradient_statistics(self, batch: Tensor) -> dict[str, Tensor]:

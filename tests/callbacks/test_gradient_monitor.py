@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,7 +13,7 @@ from gengs_lightning.callbacks import GradientMonitor
 from gengs_lightning.data import Digits, ToyTargets
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSExplicit
-from gengs_lightning.models import VAE, ToyTask
+from gengs_lightning.models import NVDM, VAE, DiscreteLatentModule, ToyTask
 
 
 def test_variance_matches_independent_draws_on_the_toy_task():
@@ -19,8 +21,8 @@ def test_variance_matches_independent_draws_on_the_toy_task():
     task = ToyTask(GenGSExplicit(window=60, tau=0.5), Prior("poisson", {"rate": 20.0}), init={"rate": 12.0})
     targets = ToyTargets.draw(task.target.untruncated(), 100, seed=0)
     draws = 400
-    monitored = GradientMonitor(num_draws=draws).gradient_variance(task, targets)
-    reference = task.gradient_draws(targets, draws).var(0).sum().item()
+    monitored = GradientMonitor(num_draws=draws).gradient_variance(task, targets)  # the toy's one-pass draws
+    reference = DiscreteLatentModule.gradient_draws(task, targets, draws).var(0).sum().item()  # one at a time
     # Two independent variance estimates of one quantity: their ratio is ~F(M-1, M-1), sd ~ sqrt(4 / M).
     assert monitored / reference == pytest.approx(1.0, abs=4 * (4 / draws) ** 0.5)
 
@@ -54,6 +56,13 @@ def test_monitoring_restores_the_estimator_state_and_uses_only_the_encoder():
     assert encoder_only < sum(p.numel() for p in model.parameters())
 
 
+def test_the_toy_tasks_one_pass_draws_restore_the_estimator_state_too():
+    task = ToyTask(CountingEstimator(window=60), Prior("poisson", {"rate": 20.0}), init={"rate": 12.0})
+    targets = ToyTargets.draw(task.target.untruncated(), 10, seed=0)
+    assert GradientMonitor(num_draws=5).gradient_variance(task, targets) > 0
+    assert task.estimator.calls.item() == 0
+
+
 def test_logs_train_grad_var_every_n_steps(tmp_path):
     torch.manual_seed(0)
     model = VAE(
@@ -84,9 +93,19 @@ def test_logs_train_grad_var_every_n_steps(tmp_path):
     ("kwargs", "message"),
     [
         ({"every_n_steps": 0}, "every_n_steps must be an integer >= 1, got 0"),
+        ({"every_n_steps": True}, "every_n_steps must be an integer >= 1, got True"),
+        ({"every_n_steps": 2.0}, "every_n_steps must be an integer >= 1, got 2.0"),
         ({"num_draws": 1}, "num_draws must be an integer >= 2, got 1"),
+        ({"num_draws": True}, "num_draws must be an integer >= 2, got True"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         GradientMonitor(**kwargs)
+
+
+def test_a_model_without_gradient_draws_is_refused_before_training():
+    trainer = pl.Trainer(logger=False, callbacks=[GradientMonitor()], enable_checkpointing=False)
+    model = NVDM(vocab_size=30, topics=4, hidden=(16,), top_words=3)
+    with pytest.raises(ValueError, match="GradientMonitor needs a model with gradient_draws.*; NVDM has none"):
+        GradientMonitor().setup(trainer, model, "fit")

@@ -37,12 +37,16 @@ def test_interval_makes_the_schedule_piecewise_constant():
     ("kwargs", "message"),
     [
         ({"kind": "sine"}, "unknown temperature schedule 'sine'; accepted: constant, exponential, linear, cosine"),
-        ({"tau0": 0.0}, "temperature tau0 must be a finite number > 0, got 0.0"),
+        ({"tau0": 0.0}, "tau0 (the starting temperature) must be a finite number > 0, got 0.0"),
         ({"tau0": -1.0}, "got -1.0"),
         ({"tau_min": float("nan")}, "got nan"),
         ({"rate": -0.1}, "rate must be a finite number >= 0, got -0.1"),
-        ({"total_steps": 0}, "total_steps must be an integer >= 1 or None, got 0"),
+        ({"tau_min": True}, "tau_min (the final temperature) must be a finite number > 0, got True"),
+        ({"rate": True}, "rate must be a finite number >= 0, got True"),
+        ({"total_steps": 0}, "total_steps (or None for the trainer's estimate) must be an integer >= 1, got 0"),
+        ({"total_steps": True}, "total_steps (or None for the trainer's estimate) must be an integer >= 1, got True"),
         ({"interval": 0}, "interval must be an integer >= 1, got 0"),
+        ({"interval": True}, "interval must be an integer >= 1, got True"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
