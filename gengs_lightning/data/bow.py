@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from gengs_lightning.checks import check_int
+from gengs_lightning.data.readers import open_text
 from gengs_lightning.data.resumable import ResumableDataLoader
 
 logger = logging.getLogger(__name__)
-
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -68,13 +67,6 @@ class SparseCounts:
         return dense
 
 
-def _open_text(path: Path) -> IO[str]:
-    """Open ``path`` as UTF-8 text, through gzip when it starts with the gzip magic bytes."""
-    with open(path, "rb") as file:
-        gzipped = file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
-    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
-
-
 def read_vocab(path: str | Path) -> list[str]:
     """Read a ``vocab.new`` file: line ``k`` is the word of id ``k``.
 
@@ -91,7 +83,7 @@ def read_vocab(path: str | Path) -> list[str]:
         ValueError: If a line has no word, or the file has no lines.
     """
     words = []
-    with _open_text(Path(path)) as file:
+    with open_text(path) as file:
         for number, line in enumerate(file, start=1):
             tokens = line.split(maxsplit=1)
             if not tokens:
@@ -163,15 +155,14 @@ def read_feat(path: str | Path, vocab_size: int) -> SparseCounts:
         The counts of the non-empty documents, in file order.
 
     Raises:
-        ValueError: If ``vocab_size < 1``, or a line is malformed (a non-integer label, a pair that is
-            not ``<integer>:<integer>``, an id outside ``1..vocab_size`` or a count ``< 1``); the message
-            names the file, the 1-based line number and the offending token.
+        ValueError: If ``vocab_size`` is not an integer >= 1, or a line is malformed (a non-integer label, a
+            pair that is not ``<integer>:<integer>``, an id outside ``1..vocab_size`` or a count ``< 1``); the
+            message names the file, the 1-based line number and the offending token.
     """
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+    check_int("vocab_size", vocab_size, 1)
     labels, lengths, ids, counts = [], [], [], []
     num_empty = 0
-    with _open_text(Path(path)) as file:
+    with open_text(path) as file:
         for number, line in enumerate(file, start=1):
             try:
                 document = _parse_document(line, vocab_size)
@@ -239,6 +230,10 @@ class BagOfWords(pl.LightningDataModule):
         eval_batch_size: Batch size of validation, testing and prediction.
         num_workers: Data-loading worker processes.
         seed: Seed of the validation split.
+
+    Raises:
+        ValueError: For a ``batch_size`` or ``eval_batch_size`` that is not an integer >= 1, or a ``val_size``
+            or ``num_workers`` that is not an integer >= 0.
     """
 
     def __init__(
@@ -254,10 +249,10 @@ class BagOfWords(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if val_size < 0 or num_workers < 0:
-            raise ValueError(f"val_size and num_workers must be >= 0, got {val_size} and {num_workers}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}")
+        check_int("val_size", val_size, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.train_file = train_file

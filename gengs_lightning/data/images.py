@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from gengs_lightning.checks import check_choice, check_int, check_number
 from gengs_lightning.data.readers import (
     MATLAB_MAGIC,
     read_amat,
@@ -29,11 +30,6 @@ from gengs_lightning.data.resumable import ResumableDataLoader
 
 Binarization = Literal["dynamic", "threshold"]
 _BINARIZATIONS = ("dynamic", "threshold")
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def find_file(directories: Sequence[Path], names: Sequence[str], what: str) -> Path:
@@ -144,14 +140,13 @@ class BinaryImageDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if binarization is not None and binarization not in _BINARIZATIONS:
-            raise ValueError(f"unknown binarization {binarization!r}; accepted: {', '.join(_BINARIZATIONS)}")
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("eval_batch_size", eval_batch_size, 1)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("seed", seed, 0)
+        if binarization is not None:
+            check_choice("binarization", binarization, _BINARIZATIONS)
+        check_number("threshold", threshold, 0, 1, low_closed=True)
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed, 0)
         self.binarization = binarization
         self.threshold = threshold
         self.batch_size = batch_size
@@ -243,7 +238,55 @@ class BinaryImageDataModule(pl.LightningDataModule):
     predict_dataloader = test_dataloader
 
 
-class MNIST(BinaryImageDataModule):
+class TrainTestImages(BinaryImageDataModule):
+    """Base class of grey-level datasets whose files hold training and test images: MNIST, Omniglot.
+
+    Owns their constructor (the checks and the attributes) and the validation split: ``val_size``
+    training images, chosen by a permutation seeded with ``seed`` (:func:`hold_out`), are the validation
+    set. A subclass writes :meth:`files` and :meth:`read_train_test`; its ``__init__`` only declares the
+    arguments with its defaults (its own ``val_size``; the CLI reads them there) and saves them as
+    hyperparameters.
+
+    Args:
+        data_dir: Directory of the files.
+        binarization: ``"dynamic"`` or ``"threshold"`` (see :class:`BinaryImageDataModule`).
+        threshold: Threshold of ``"threshold"`` binarisation.
+        val_size: Validation images held out of the training images.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size of validation, test and prediction.
+        num_workers: Worker processes of every loader.
+        seed: Seed of the validation split and of the evaluation draws.
+
+    Raises:
+        ValueError: For a ``val_size`` that is not an integer >= 1, and as :class:`BinaryImageDataModule`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        binarization: Binarization,
+        threshold: float,
+        val_size: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        seed: int,
+    ):
+        super().__init__(binarization, threshold, batch_size, eval_batch_size, num_workers, seed)
+        self.val_size = check_int("val_size", val_size, 1)
+        self.data_dir = Path(data_dir)
+
+    @abstractmethod
+    def read_train_test(self) -> tuple[Tensor, Tensor]:
+        """Grey levels of all training and of the test images: float32 ``(N, H*W)`` in [0, 1]."""
+
+    def read_splits(self) -> tuple[Tensor, Tensor, Tensor]:
+        train, test = self.read_train_test()
+        train, val = hold_out(train, self.val_size, "val_size", torch.Generator().manual_seed(self.seed))
+        return train, val, test
+
+
+class MNIST(TrainTestImages):
     """MNIST digits (LeCun, Cortes and Burges) from the original IDX files, grey levels ``pixel / 255``.
 
     Reads ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` in ``data_dir``, each plain or
@@ -277,11 +320,8 @@ class MNIST(BinaryImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__(binarization, threshold, batch_size, eval_batch_size, num_workers, seed)
-        _check_int("val_size", val_size, 1)
+        super().__init__(data_dir, binarization, threshold, val_size, batch_size, eval_batch_size, num_workers, seed)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.val_size = val_size
 
     def files(self) -> dict[str, Path]:
         return {
@@ -289,11 +329,9 @@ class MNIST(BinaryImageDataModule):
             for split, name in (("train", self.TRAIN_FILE), ("test", self.TEST_FILE))
         }
 
-    def read_splits(self) -> tuple[Tensor, Tensor, Tensor]:
+    def read_train_test(self) -> tuple[Tensor, Tensor]:
         files = self.files()
-        train, test = (self._read_grey(files[split]) for split in ("train", "test"))
-        train, val = hold_out(train, self.val_size, "val_size", torch.Generator().manual_seed(self.seed))
-        return train, val, test
+        return self._read_grey(files["train"]), self._read_grey(files["test"])
 
     def _read_grey(self, path: Path) -> Tensor:
         images = read_idx(path)
@@ -355,7 +393,7 @@ class BinarizedMNIST(BinaryImageDataModule):
         return images.float()
 
 
-class Omniglot(BinaryImageDataModule):
+class Omniglot(TrainTestImages):
     """Omniglot (Lake, Salakhutdinov and Tenenbaum, 2015), all 1,623 characters, area-averaged to 28x28.
 
     Reads ``images_background.npz`` and ``images_evaluation.npz`` in ``data_dir`` (see
@@ -397,22 +435,17 @@ class Omniglot(BinaryImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__(binarization, threshold, batch_size, eval_batch_size, num_workers, seed)
-        _check_int("val_size", val_size, 1)
+        super().__init__(data_dir, binarization, threshold, val_size, batch_size, eval_batch_size, num_workers, seed)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.val_size = val_size
 
     def files(self) -> dict[str, Path]:
         return {name: find_file((self.data_dir,), (name,), "Omniglot") for name in self.FILES}
 
-    def read_splits(self) -> tuple[Tensor, Tensor, Tensor]:
+    def read_train_test(self) -> tuple[Tensor, Tensor]:
         side = self.image_shape[0]
         grey = torch.cat([downsample(read_omniglot_npz(path), side) for path in self.files().values()])
         train = grey[:, : self.TRAIN_DRAWERS].reshape(-1, self.data_dim)
-        test = grey[:, self.TRAIN_DRAWERS :].reshape(-1, self.data_dim)
-        train, val = hold_out(train, self.val_size, "val_size", torch.Generator().manual_seed(self.seed))
-        return train, val, test
+        return train, grey[:, self.TRAIN_DRAWERS :].reshape(-1, self.data_dim)
 
 
 def _load_digits() -> Callable:
@@ -456,8 +489,8 @@ class Digits(BinaryImageDataModule):
         seed: int = 0,
     ):
         super().__init__(binarization, threshold, batch_size, eval_batch_size, num_workers, seed)
-        _check_int("val_size", val_size, 1)
-        _check_int("test_size", test_size, 1)
+        check_int("val_size", val_size, 1)
+        check_int("test_size", test_size, 1)
         self.save_hyperparameters()
         self.val_size = val_size
         self.test_size = test_size

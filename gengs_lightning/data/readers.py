@@ -1,7 +1,8 @@
-"""Readers of the image file formats of the VAE benchmarks, returning ``uint8`` tensors.
+"""Readers of the data files: the image formats of the VAE benchmarks, and text that may be gzipped.
 
-Pure functions of a path: no Lightning, no caching, no downloads. Every format error is a
-:class:`ValueError` that names the file, what was found and what was expected.
+Pure functions of a path: no Lightning, no caching, no downloads. The image readers return ``uint8``
+tensors; :func:`open_text` opens the bag-of-words files (:mod:`gengs_lightning.data.bow` parses them).
+Every format error is a :class:`ValueError` that names the file, what was found and what was expected.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import gzip
 import os
 import zipfile
 import zlib
+from typing import IO
 
 import numpy as np
 import scipy.io
@@ -26,6 +28,13 @@ MATLAB_MAGIC = b"MATLAB"
 #: Drawers per character and side of the original images of Omniglot.
 OMNIGLOT_DRAWERS = 20
 OMNIGLOT_SIDE = 105
+
+
+def open_text(path: str | os.PathLike) -> IO[str]:
+    """Open ``path`` as UTF-8 text, through gzip when it starts with the gzip magic bytes (whatever its name)."""
+    with open(path, "rb") as file:
+        gzipped = file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
 
 
 def read_idx(path: str | os.PathLike) -> Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from gengs_lightning.checks import check_int
 from gengs_lightning.data.resumable import ResumableDataLoader
 
 
@@ -37,12 +38,15 @@ class ToyTargets(pl.LightningDataModule):
         num_targets: Number of targets ``K``.
         seed: Seed of the draw.
         steps_per_epoch: Batches per epoch.
+
+    Raises:
+        ValueError: For a ``num_targets`` or ``steps_per_epoch`` that is not an integer >= 1.
     """
 
     def __init__(self, num_targets: int = 100, seed: int = 0, steps_per_epoch: int = 100):
         super().__init__()
-        if num_targets < 1 or steps_per_epoch < 1:
-            raise ValueError(f"num_targets and steps_per_epoch must be >= 1, got {num_targets}, {steps_per_epoch}")
+        check_int("num_targets", num_targets, 1)
+        check_int("steps_per_epoch", steps_per_epoch, 1)
         self.save_hyperparameters()
         self.num_targets = num_targets
         self.seed = seed

@@ -47,7 +47,8 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
         lr_scheduler: Optional learning-rate scheduler factory.
 
     Raises:
-        ValueError: For non-positive sizes, an unknown activation or decoder bias, or a dropout outside [0, 1).
+        ValueError: For sizes that are not integers >= 1, an unknown activation or decoder bias, or a dropout
+            outside [0, 1).
     """
 
     def __init__(

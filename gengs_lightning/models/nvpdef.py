@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from gengs_lightning.checks import check_number
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput
 from gengs_lightning.models.base import DiscreteLatentModule
@@ -56,8 +57,8 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
         lr_scheduler: Optional learning-rate scheduler factory.
 
     Raises:
-        ValueError: For non-positive sizes, an unknown activation, a dropout outside [0, 1), or several layers
-            with a non-Poisson prior.
+        ValueError: For sizes that are not integers >= 1, an unknown activation, a dropout outside [0, 1), a
+            ``rate_offset`` that is not a finite number > 0, or several layers with a non-Poisson prior.
     """
 
     objective_name = "recon"
@@ -88,8 +89,7 @@ class NVPDEF(TopicModelMixin, DiscreteLatentModule):
             raise ValueError("topics needs at least one layer, got []")
         if len(topics) > 1 and prior.family.family_name != "poisson":
             raise ValueError(f"a multi-layer NVPDEF has Poisson layers; got a {prior.family.family_name} prior")
-        if not rate_offset > 0:
-            raise ValueError(f"rate_offset must be > 0, got {rate_offset!r}")
+        check_number("rate_offset", rate_offset, 0)
         self.vocab_size, self.topics, self.rate_offset = vocab_size, tuple(topics), rate_offset
         self.top_words, self.decoder_bias = top_words, decoder_bias
         raw_size = estimator.raw_size(prior)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from gengs_lightning.checks import check_choice, check_int, check_number
 from gengs_lightning.metrics import Perplexity, TopicCoherence
 from gengs_lightning.models.vae import ACTIVATIONS
 
@@ -34,10 +35,8 @@ def inference_network(
     Raises:
         ValueError: For an unknown activation or a dropout outside ``[0, 1)``, naming the argument.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    check_choice("activation", activation, tuple(ACTIVATIONS))
+    check_number("dropout", dropout, 0, 1, low_closed=True)
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip([vocab_size, *hidden[:-1]], hidden, strict=True):
         layers.append(nn.Linear(fan_in, fan_out))
@@ -53,11 +52,10 @@ def check_sizes(sizes: dict[str, Any]) -> None:
     """Every value an integer >= 1.
 
     Raises:
-        ValueError: Naming the first that is not.
+        ValueError: Naming the first that is not (:func:`~gengs_lightning.checks.check_int`).
     """
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value, 1)
 
 
 def multinomial_nll(decoder: nn.Linear, batch: Tensor, z: Tensor) -> Tensor:
@@ -93,8 +91,7 @@ class TopicModelMixin:
 
     def init_topic_metrics(self, num_topics: int) -> None:
         """Create the evaluation metrics (call once the decoder exists)."""
-        if self.decoder_bias not in DECODER_BIASES:
-            raise ValueError(f"unknown decoder_bias {self.decoder_bias!r}; accepted: {', '.join(DECODER_BIASES)}")
+        check_choice("decoder_bias", self.decoder_bias, DECODER_BIASES)
         if self.top_words > self.vocab_size:
             raise ValueError(f"top_words={self.top_words} exceeds vocab_size={self.vocab_size}")
         self.val_perplexity = Perplexity()

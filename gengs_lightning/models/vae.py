@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gengs_lightning.checks import check_choice, check_int
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator
 from gengs_lightning.models.base import DiscreteLatentModule
@@ -28,8 +29,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+    check_choice("activation", activation, tuple(ACTIVATIONS))
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         if i:
@@ -80,7 +80,7 @@ class VAE(DiscreteLatentModule):
         lr_scheduler: Optional learning-rate scheduler factory.
 
     Raises:
-        ValueError: For non-positive sizes, an unknown activation or an image shape that does not match
+        ValueError: For sizes that are not integers >= 1, an unknown activation or an image shape that does not match
             ``data_dim``.
     """
 
@@ -109,8 +109,7 @@ class VAE(DiscreteLatentModule):
         sizes.update({f"encoder_hidden[{i}]": w for i, w in enumerate(encoder_hidden)})
         sizes.update({f"decoder_hidden[{i}]": w for i, w in enumerate(decoder_hidden)})
         for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         if image_shape is not None and math.prod(image_shape) != data_dim:
             raise ValueError(
                 f"image_shape {tuple(image_shape)} has {math.prod(image_shape)} pixels but data_dim is {data_dim}"

@@ -114,7 +114,7 @@ def test_read_feat_names_file_line_and_token_of_malformed_input(tmp_path, line, 
 
 
 def test_read_feat_rejects_an_empty_vocabulary(tmp_path):
-    with pytest.raises(ValueError, match="vocab_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 1, got 0"):
         read_feat(write(tmp_path / "train.feat", FEAT), vocab_size=0)
 
 
@@ -218,10 +218,11 @@ def test_setup_logs_the_empty_documents_of_each_file(tmp_path, caplog, gzipped):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"val_size": -1}, "val_size and num_workers must be >= 0, got -1 and 0"),
-        ({"num_workers": -2}, "val_size and num_workers must be >= 0, got 500 and -2"),
-        ({"batch_size": 0}, "batch_size and eval_batch_size must be >= 1, got 0 and 500"),
-        ({"eval_batch_size": 0}, "batch_size and eval_batch_size must be >= 1, got 64 and 0"),
+        ({"val_size": -1}, "val_size must be an integer >= 0, got -1"),
+        ({"num_workers": -2}, "num_workers must be an integer >= 0, got -2"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
     ],
 )
 def test_rejects_bad_sizes(kwargs, message):

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 import torch
 
-from gengs_lightning.data.readers import read_amat, read_idx, read_mat, read_omniglot_npz
+from gengs_lightning.data.readers import open_text, read_amat, read_idx, read_mat, read_omniglot_npz
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -25,6 +25,16 @@ def amat_text(array: np.ndarray) -> str:
 @pytest.fixture
 def images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(3, 4, 5), dtype=np.uint8)  # rows != cols
+
+
+# -- text, plain or gzipped ----------------------------------------------------------------------------
+def test_open_text_sees_through_gzip_by_content_not_name(tmp_path):
+    text = "word 3\nmot ü\n"
+    (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "vocab.new").write_bytes(gzip.compress(text.encode("utf-8")))  # gzipped, no .gz suffix
+    for name in ("plain.txt", "vocab.new"):
+        with open_text(tmp_path / name) as file:
+            assert file.read() == text
 
 
 # -- IDX --------------------------------------------------------------------------------------------

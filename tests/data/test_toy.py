@@ -47,5 +47,7 @@ def test_needs_a_model_with_a_target():
 
 
 def test_rejects_empty_sizes():
-    with pytest.raises(ValueError, match="got 0, 100"):
+    with pytest.raises(ValueError, match="^num_targets must be an integer >= 1, got 0$"):
         ToyTargets(num_targets=0)
+    with pytest.raises(ValueError, match="^steps_per_epoch must be an integer >= 1, got True$"):
+        ToyTargets(steps_per_epoch=True)

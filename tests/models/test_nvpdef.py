@@ -112,7 +112,8 @@ def test_lower_layer_gradient_reaches_the_upper_layer_and_the_weights():
         ({"topics": []}, "topics needs at least one layer"),
         ({"topics": [4, 0]}, "topics[1] must be an integer >= 1, got 0"),
         ({"activation": "swish"}, "unknown activation 'swish'"),
-        ({"rate_offset": 0.0}, "rate_offset must be > 0, got 0.0"),
+        ({"rate_offset": 0.0}, "rate_offset must be a finite number > 0, got 0.0"),
+        ({"rate_offset": float("inf")}, "rate_offset must be a finite number > 0, got inf"),
         ({"top_words": 31}, "top_words=31 exceeds vocab_size=30"),
     ],
 )

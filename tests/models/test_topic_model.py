@@ -48,9 +48,9 @@ def test_dropout_is_random_in_training_and_off_in_evaluation():
 
 @pytest.mark.parametrize("dropout", [1.0, -0.1, True, "0.2"])
 def test_bad_dropout_is_named(dropout):
-    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\), got"):
+    with pytest.raises(ValueError, match=r"^dropout must be a number in \[0, 1\), got "):
         NVDM(vocab_size=30, topics=4, hidden=(16,), top_words=3, dropout=dropout)
-    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\), got"):
+    with pytest.raises(ValueError, match=r"^dropout must be a number in \[0, 1\), got "):
         NVPDEF(GenGSImplicit(window=6), Prior("poisson", {"rate": 1.0}), vocab_size=30, hidden=(16,), dropout=dropout)
 
 
