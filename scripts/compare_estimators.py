@@ -1,6 +1,7 @@
 """Compare estimators on the paper's toy task (Figure 3) through the study runner, and their cost on the MNIST VAE.
 
-Part 1 runs (a subset of) ``studies/toy.yaml`` with :mod:`gengs_lightning.study` into ``<out>/results``
+Part 1 runs (a subset of) ``studies/toy.yaml``, with every other registered estimator added
+(:func:`with_registered_estimators`), with :mod:`gengs_lightning.study` into ``<out>/results``
 and writes its report, ``<out>/toy.md`` with the curves beside it: the final exact loss, the gradient
 variance (mean log10 over the first fifth of the run and over the whole run) per estimator and family,
 ``n/a`` where an estimator does not apply and ``diverged`` where a run stopped on a non-finite loss. The
@@ -17,6 +18,8 @@ appended to the report as ``<out>/comparison.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import statistics
 import time
@@ -25,17 +28,37 @@ from pathlib import Path
 import torch
 
 from gengs_lightning.distributions import Prior
+from gengs_lightning.estimators.registry import class_path, registered
 from gengs_lightning.models import VAE
 from gengs_lightning.study import Layout, Study, run_study, write_report
+from gengs_lightning.study.spec import Setting
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "toy.yaml"
 ESTIMATOR_FLAG = "--model.init_args.estimator"
 
 
+def with_registered_estimators(study: Study) -> Study:
+    """The study with a setting for every registered estimator that none of its settings selects.
+
+    The study's settings stay as they are (their names and arguments are those of the committed results);
+    an estimator registered elsewhere (:mod:`gengs_lightning.estimators.registry`) is added under its class
+    name, by class path, with its :attr:`~gengs_lightning.estimators.Estimator.min_samples` samples.
+    """
+    settings = study.axes["estimator"]
+    selected = {setting.flags.get(ESTIMATOR_FLAG) for setting in settings}
+    added = []
+    for cls in registered():
+        path = class_path(cls)
+        if path not in selected:
+            flags = {ESTIMATOR_FLAG: path}
+            if cls.min_samples > 1:
+                flags[f"{ESTIMATOR_FLAG}.init_args.num_samples"] = str(cls.min_samples)
+            added.append(Setting("estimator", cls.__name__, flags))
+    return dataclasses.replace(study, axes={**study.axes, "estimator": [*settings, *added]})
+
+
 def estimator_of(study: Study, name: str) -> torch.nn.Module:
     """The estimator a study setting selects, built with the arguments its flags give (for the cost table)."""
-    import importlib
-
     (setting,) = [s for s in study.axes["estimator"] if s.name == name]
     module, _, cls = setting.flags[ESTIMATOR_FLAG].rpartition(".")
     prefix = f"{ESTIMATOR_FLAG}.init_args."
@@ -70,7 +93,7 @@ def vae_step_seconds(estimator: torch.nn.Module, steps: int) -> float:
 
 
 def main() -> None:
-    study = Study.load(STUDY)
+    study = with_registered_estimators(Study.load(STUDY))
     families = [s.name for s in study.axes["family"]]
     estimators = [s.name for s in study.axes["estimator"]]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 from jsonargparse import Namespace
 
 import gengs_lightning.estimators as estimators
 from gengs_lightning.cli import main
 from gengs_lightning.cli_samples import raise_num_samples_to_minimum
+from gengs_lightning.estimators.registry import registered
 
-#: Every concrete estimator the package exports with a minimum above one sample.
-MINIMUM = {
-    name: cls.min_samples
-    for name, cls in vars(estimators).items()
-    if inspect.isclass(cls)
-    and issubclass(cls, estimators.Estimator)
-    and not inspect.isabstract(cls)
-    and cls.min_samples > 1
-}
+#: Every registered estimator with a minimum above one sample.
+MINIMUM = {cls.__name__: cls.min_samples for cls in registered() if cls.min_samples > 1}
 
 
 def test_the_leave_one_out_and_set_estimators_declare_a_minimum_of_two():

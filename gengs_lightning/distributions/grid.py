@@ -55,6 +55,12 @@ _TINY = torch.finfo(torch.float64).tiny
 _LOG_TINY = math.log(_TINY)
 
 
+def as_grid_param(param: Tensor | float) -> Tensor:
+    """Cast a parameter to a float64 tensor with a trailing axis, to broadcast against an outcome grid."""
+    param = torch.as_tensor(param, dtype=torch.float64)
+    return param.unsqueeze(-1) if param.dim() > 0 else param
+
+
 def log1mexp(x: Tensor) -> Tensor:
     """``log(1 - exp(x))`` for ``x < 0``, to an absolute error of about 1e-16 (enough for log-masses)."""
     return torch.log(-torch.expm1(x))

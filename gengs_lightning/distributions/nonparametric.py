@@ -8,17 +8,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from gengs_lightning.distributions.grid import grid_theta
+from gengs_lightning.checks import check_int, check_number
+from gengs_lightning.distributions.grid import as_grid_param, grid_theta
 from gengs_lightning.distributions.window import Window
 
 if TYPE_CHECKING:
     from gengs_lightning.distributions.truncated import TruncatedCount
-
-
-def as_grid_param(param: Tensor | float) -> Tensor:
-    """Cast a parameter to a float64 tensor with a trailing axis, to broadcast against an outcome grid."""
-    param = torch.as_tensor(param, dtype=torch.float64)
-    return param.unsqueeze(-1) if param.dim() > 0 else param
 
 
 def check_eps(eps: float) -> float:
@@ -27,9 +22,7 @@ def check_eps(eps: float) -> float:
     Raises:
         ValueError: Otherwise, naming the value.
     """
-    if not (isinstance(eps, (int, float)) and 0.0 < eps < 1.0):
-        raise ValueError(f"eps is the tail mass left outside the window and must be in (0, 1), got {eps!r}")
-    return float(eps)
+    return float(check_number("eps", eps, 0, 1, meaning="the tail mass left outside the window"))
 
 
 @torch.no_grad()
@@ -59,8 +52,7 @@ def quantile_window(
         The chosen window.
     """
     check_eps(eps)
-    if max_size < 1:
-        raise ValueError(f"max_size must be >= 1, got {max_size}")
+    check_int("max_size", max_size, 1)
     device = next((p.device for p in params.values() if torch.is_tensor(p)), None)
     grid = torch.arange(max_size, dtype=torch.float64, device=device)
     eta, log_norm, _ = family.natural(**{name: torch.as_tensor(p, dtype=torch.float64) for name, p in params.items()})

@@ -31,6 +31,9 @@ FAMILIES: dict[str, type[DiscreteFamily]] = {
     )
 }
 
+#: The count families: those a window truncates.
+COUNT_FAMILIES: tuple[str, ...] = tuple(name for name, cls in FAMILIES.items() if cls.truncatable)
+
 #: Tail mass a default window leaves outside the prior.
 DEFAULT_WINDOW_EPS = 1e-6
 #: Largest default window.

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import lazy_property
 
-from gengs_lightning.distributions.grid import folded_table
+from gengs_lightning.distributions.grid import as_grid_param, folded_table
 from gengs_lightning.distributions.gumbel import sample_gumbel
-from gengs_lightning.distributions.nonparametric import as_grid_param, quantile_window
+from gengs_lightning.distributions.nonparametric import quantile_window
 from gengs_lightning.distributions.window import Window
 
 

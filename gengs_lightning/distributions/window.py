@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gengs_lightning.checks import check_int
+
 
 @dataclass(frozen=True)
 class Window:
@@ -28,12 +30,8 @@ class Window:
     high: int
 
     def __post_init__(self) -> None:
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"window {name} must be an integer, got {value!r}")
-        if self.low < 0:
-            raise ValueError(f"window low must be >= 0 (count families are non-negative), got {self.low}")
+        check_int("window low", self.low, 0, meaning="count families are non-negative")
+        check_int("window high", self.high)
         if self.high < self.low:
             raise ValueError(f"window [{self.low}, {self.high}] is empty: its size must be >= 1 (high >= low)")
 
@@ -56,9 +54,7 @@ class Window:
         if isinstance(spec, Window):
             return spec
         if isinstance(spec, int) and not isinstance(spec, bool):
-            if spec < 1:
-                raise ValueError(f"truncation level n must be an integer >= 1, got {spec}")
-            return cls(0, spec - 1)
+            return cls(0, check_int("truncation level n", spec, 1) - 1)
         if isinstance(spec, (tuple, list)) and len(spec) == 2:
             return cls(spec[0], spec[1])
         raise ValueError(f"a window is a truncation level n >= 1 or a pair [low, high] of integers, got {spec!r}")

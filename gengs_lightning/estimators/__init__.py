@@ -1,5 +1,18 @@
-"""Gradient estimators behind one interface: GenGS variants first, baselines after."""
+"""Gradient estimators behind one interface: GenGS variants first, baselines after.
 
+One file per family of estimators: :mod:`.gengs` (the GenGS kinds, GenGS-RB included),
+:mod:`.gumbel_softmax`, :mod:`.igr`, :mod:`.score_function` (REINFORCE, RF*, VIMCO),
+:mod:`.control_variates` (NVIL, MuProp, REBAR, RELAX) and :mod:`.rao_blackwell` (StoRB, UnOrd), on the
+interface of :mod:`.base` and the windowed base of :mod:`.windowed`; :mod:`.registry` lists them.
+"""
+
+from gengs_lightning.distributions import (
+    IGRCategorical,
+    UntruncatedPosterior,
+    conditional_gumbel,
+    fit_igr_prior,
+    untruncated_kl,
+)
 from gengs_lightning.estimators.base import (
     Estimator,
     EstimatorOutput,
@@ -7,31 +20,23 @@ from gengs_lightning.estimators.base import (
     ParameterRangeError,
     check_num_samples,
     check_temperature,
-    check_window,
-    edge_mass,
     inject_gradients,
-    truncation_stats,
 )
-from gengs_lightning.estimators.control_variates import REBAR, RELAX, ControlVariateEstimator, conditional_gumbel
+from gengs_lightning.estimators.control_variates import NVIL, REBAR, RELAX, ControlVariateEstimator, MuProp
 from gengs_lightning.estimators.gengs import (
     GenGSEstimator,
     GenGSExplicit,
     GenGSImplicit,
     GenGSNonparametric,
+    GenGSRB,
     GenGSStraightThrough,
 )
-from gengs_lightning.estimators.rao_blackwell import GenGSRB, RaoBlackwellEstimator, StoRB, UnOrd
-from gengs_lightning.estimators.relaxations import IGR, GumbelSoftmax, IGRCategorical, fit_igr_prior
-from gengs_lightning.estimators.score_function import (
-    NVIL,
-    VIMCO,
-    MuProp,
-    Reinforce,
-    ReinforceLOO,
-    ScoreFunctionEstimator,
-    UntruncatedPosterior,
-    untruncated_kl,
-)
+from gengs_lightning.estimators.gumbel_softmax import GumbelSoftmax
+from gengs_lightning.estimators.igr import IGR
+from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, StoRB, UnOrd
+from gengs_lightning.estimators.registry import register, registered
+from gengs_lightning.estimators.score_function import VIMCO, Reinforce, ReinforceLOO, ScoreFunctionEstimator
+from gengs_lightning.estimators.windowed import WindowedEstimator, check_window, edge_mass, truncation_stats
 
 __all__ = [
     "IGR",
@@ -63,10 +68,13 @@ __all__ = [
     "GenGSStraightThrough",
     "Objective",
     "ParameterRangeError",
+    "WindowedEstimator",
     "check_num_samples",
     "check_temperature",
     "check_window",
     "edge_mass",
     "inject_gradients",
+    "register",
+    "registered",
     "truncation_stats",
 ]

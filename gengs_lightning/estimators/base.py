@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from gengs_lightning.distributions import DiscreteFamily, Prior, TruncatedDiscrete, Window
+from gengs_lightning.checks import check_int, check_number
+from gengs_lightning.distributions import FAMILIES, Prior
 
 #: ``objective(z) -> loss``: latent samples of shape ``(S, B, D, *event)`` to per-sample, per-example
 #: losses of shape ``(S, B)`` (e.g. the negative log-likelihood ``-log p(x | z)`` of a VAE).
@@ -43,58 +43,16 @@ def inject_gradients(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -
 
 
 def check_temperature(tau: float, name: str = "tau") -> float:
-    """Return ``tau`` if it is a finite positive number.
+    """Return ``tau`` as a float if it is a finite positive number.
 
     Args:
         tau: The temperature.
         name: The argument it was given as, for the message (e.g. a schedule's ``tau_min``).
 
     Raises:
-        ValueError: Otherwise, naming the argument and the value.
+        ValueError: Otherwise: ``temperature <name> must be a finite number > 0, got <tau>``.
     """
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau < math.inf):
-        raise ValueError(f"temperature {name} must be a finite number > 0, got {tau!r}")
-    return float(tau)
-
-
-#: A truncation window: a level ``n`` (``[0, n - 1]``), a pair ``[a, b]``, or ``None`` for the default.
-WindowArg = int | tuple[int, int] | None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_window(spec: WindowArg | Window, name: str = "window") -> Window | None:
-    """The window ``spec`` names (``None`` stays ``None``, the estimator's default), if it has two outcomes or more.
-
-    A window of one outcome makes the latent a constant: samples, relaxed or exact, and the score stop
-    depending on the encoder, so there is no gradient to estimate (training would fail in ``backward``).
-
-    Args:
-        spec: A truncation level ``n`` (``[0, n - 1]``), a pair ``[a, b]`` or a :class:`Window`.
-        name: The estimator argument ``spec`` was given as, for the message.
-
-    Raises:
-        ValueError: For fewer than two outcomes, naming ``name`` and ``spec``; for other invalid specs,
-            the message of :meth:`Window.of`.
-    """
-    if spec is None:
-        return None
-    if isinstance(spec, Window):
-        size = spec.size
-    elif _is_int(spec):
-        size = spec
-    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(map(_is_int, spec)):
-        size = spec[1] - spec[0] + 1
-    else:
-        size = None
-    if size is not None and size < 2:
-        raise ValueError(
-            f"{name} must hold at least 2 outcomes: a truncation level n >= 2 or a pair [a, b] with a < b "
-            f"(one outcome is a constant latent, with no gradient); got {spec!r}"
-        )
-    return Window.of(spec)
+    return float(check_number(f"temperature {name}", tau, 0))
 
 
 def check_num_samples(num_samples: int, minimum: int = 1, owner: str = "the estimator") -> int:
@@ -108,55 +66,10 @@ def check_num_samples(num_samples: int, minimum: int = 1, owner: str = "the esti
     Raises:
         ValueError: Otherwise, naming the value.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    check_int("num_samples", num_samples, 1)
     if num_samples < minimum:
         raise ValueError(f"{owner} needs num_samples >= {minimum}, got {num_samples!r}")
     return num_samples
-
-
-def truncation_stats(posterior: TruncatedDiscrete, prior: Prior, tail_mass: Tensor | None = None) -> dict[str, Tensor]:
-    """What every estimator on a window's outcome table logs about the truncation (detached scalars).
-
-    * ``trunc_n``: the number of outcomes;
-    * ``trunc_tail_mass``: the mass outside the window (batch mean), by default the posterior's own
-      (folded into the edges); estimators whose posterior is free logits on the window pass the prior's;
-    * ``trunc_edge_mass``: :func:`edge_mass`.
-
-    Args:
-        posterior: The posterior table.
-        prior: The prior (its family says whether the window's high edge is the end of the support).
-        tail_mass: The mass outside the window to report instead of the posterior's.
-    """
-    tail = posterior.tail_mass if tail_mass is None else tail_mass
-    return {
-        "trunc_n": torch.tensor(float(posterior.num_outcomes)),
-        "trunc_tail_mass": tail.detach().float().mean(),
-        "trunc_edge_mass": edge_mass(posterior, prior),
-    }
-
-
-def edge_mass(posterior: TruncatedDiscrete, prior: Prior) -> Tensor:
-    """The largest batch-mean probability, over latent dimensions, on the window's cut edges.
-
-    The cut edges are the outcomes past which the window drops support: its low edge above 0 and its
-    high edge below the end of the family's support. A posterior whose mass piles there is no longer
-    covered by the window (its mode lies outside). Zero for tables without a window (categorical,
-    multinomial) and for windows that cut nothing.
-    """
-    window = posterior.window
-    if window is None:
-        return torch.zeros(())
-    support = prior.family.support_window(**prior.structural)
-    cut = set()
-    if window.low > 0:
-        cut.add(0)
-    if support is None or window.high < support.high:
-        cut.add(posterior.num_outcomes - 1)
-    if not cut:
-        return torch.zeros(())
-    mass = posterior.log_pmf.detach()[..., sorted(cut)].exp().sum(-1).float()  # (B, D)
-    return mass.mean(0).max()
 
 
 @dataclass
@@ -170,7 +83,7 @@ class EstimatorOutput:
         loss: The per-example loss to report, ``(B,)``: mean objective plus KL.
         surrogate: A scalar whose gradient is the estimator's gradient of ``loss.mean()``.
         posterior: The approximate posterior ``q(z | x)``.
-        stats: Scalars worth logging (e.g. :func:`truncation_stats`), detached.
+        stats: Scalars worth logging (e.g. :func:`~gengs_lightning.estimators.truncation_stats`), detached.
     """
 
     sample: Tensor
@@ -202,10 +115,26 @@ class Estimator(nn.Module, ABC):
 
     tau: Tensor
     #: Whether the estimator sets its own temperature (REBAR and RELAX learn it); schedules then do nothing.
-    learns_temperature: bool = False
+    learns_temperature: ClassVar[bool] = False
     #: The fewest latent samples per example it works with (2 for leave-one-out baselines). A smaller
     #: ``num_samples`` is refused here; the CLI raises a configuration's to it when the estimator is swapped in.
-    min_samples: int = 1
+    min_samples: ClassVar[int] = 1
+    #: Whether its gradient is an unbiased estimate of that of ``E_q[objective] + KL`` (relaxations are biased).
+    unbiased: ClassVar[bool] = False
+    #: Whether training samples are relaxed and differentiated through (reparameterisation); otherwise
+    #: they are exact outcomes of the posterior.
+    relaxed: ClassVar[bool] = False
+    #: The prior families (:data:`~gengs_lightning.distributions.FAMILIES` names) it supports.
+    families: ClassVar[tuple[str, ...]] = tuple(FAMILIES)
+
+    @classmethod
+    def examples(cls) -> tuple[dict[str, Any], ...]:
+        """Constructor arguments of typical instances, valid for every family in :attr:`families`.
+
+        The contract tests build each of them (with other ``num_samples``) on every family, in the manner
+        of torch.distributions' ``_get_examples``; an estimator with variants lists one of each.
+        """
+        return ({},)
 
     def __init__(self, num_samples: int = 1, tau: float = 1.0):
         super().__init__()
@@ -267,14 +196,26 @@ class Estimator(nn.Module, ABC):
                 f"shape (batch, latent_dim, {expected}); got {tuple(params.shape)}"
             )
 
-    def check_objective(self, value: Tensor, batch_size: int) -> Tensor:
-        """Check that the objective returned ``(S, B)``.
+    def check_objective(self, value: Tensor, batch_size: int, samples: int | None = None, what: str = "") -> Tensor:
+        """Check that the objective returned ``(S', B)`` losses at ``S'`` samples of ``B`` examples.
+
+        Args:
+            value: What ``objective(z)`` returned.
+            batch_size: ``B``.
+            samples: ``S'``; by default ``num_samples``.
+            what: What the ``S'`` samples are, when they are not the estimator's samples (e.g. ``"relaxed
+                samples"``): the message then says the objective must take any number of samples.
 
         Raises:
             ValueError: Otherwise, naming the shape.
         """
-        expected = (self.num_samples, batch_size)
+        expected = (self.num_samples if samples is None else samples, batch_size)
         if tuple(value.shape) != expected:
+            if what:
+                raise ValueError(
+                    f"objective(z) must return per-sample, per-example losses for any number of samples: at "
+                    f"{expected[0]} {what} of {batch_size} examples it must return {expected}, got {tuple(value.shape)}"
+                )
             raise ValueError(
                 f"objective(z) must return per-sample, per-example losses {expected}, got {tuple(value.shape)}"
             )
@@ -282,37 +223,3 @@ class Estimator(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"num_samples={self.num_samples}, tau={self.tau.item():.4g}"
-
-
-class TruncatedTableEstimator(Estimator):
-    """An estimator on the prior's family truncated on a window, parametrised as explicit GenGS.
-
-    The encoder gives the family's parameters (``raw_size = prior.raw_size``); the posterior is the
-    family truncated on ``window`` with the tails folded into the edge categories (journal Definition
-    3), and the prior the estimator compares against is the prior truncated on the same window
-    (journal Proposition 6). Subclasses give the estimate (:meth:`forward`).
-
-    Args:
-        window: Truncation level ``n`` or window ``[a, b]``; ``None`` takes the whole support of finite
-            families and otherwise the smallest window holding ``1 - 1e-6`` of the prior.
-        num_samples: Samples per example.
-        tau: Temperature.
-    """
-
-    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
-        super().__init__(num_samples=num_samples, tau=tau)
-        self.window = check_window(window)
-
-    def raw_size(self, prior: Prior) -> int:
-        return prior.raw_size
-
-    def posterior(self, params: Tensor, prior: Prior) -> DiscreteFamily:
-        """The prior's family with the encoder's parameters, truncated on the window."""
-        return prior.posterior(params, prior.resolve_window(self.window))
-
-    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
-        """The prior truncated on the posterior's window (journal Proposition 6)."""
-        return prior.truncated(posterior.window)
-
-    def raw_like(self, prior: Prior) -> Tensor:
-        return prior.truncated(prior.resolve_window(self.window)).to_raw()

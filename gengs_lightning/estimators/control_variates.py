@@ -1,4 +1,9 @@
-"""REBAR and RELAX: unbiased score-function estimators with relaxed, learned control variates.
+"""Score-function estimators with control variates: NVIL and MuProp, REBAR and RELAX.
+
+:class:`NVIL` (a learned input-dependent baseline) and :class:`MuProp` (a Taylor expansion of the objective)
+are score-function estimators on the flow of :class:`~gengs_lightning.estimators.ScoreFunctionEstimator`.
+
+REBAR and RELAX are unbiased score-function estimators with relaxed, learned control variates.
 
 Both work on the truncated categorical representation of the latent (the table ``(c, log pi)`` of the
 prior's family on a window, as :class:`~gengs_lightning.estimators.GenGSExplicit` builds it) and share
@@ -42,77 +47,22 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution
 
-from gengs_lightning.distributions import Prior
-from gengs_lightning.estimators.base import (
-    EstimatorOutput,
-    Objective,
-    TruncatedTableEstimator,
-    WindowArg,
-    inject_gradients,
-    truncation_stats,
+from gengs_lightning.checks import check_int, check_number
+from gengs_lightning.distributions import Prior, conditional_gumbel, floor_log_pmf, sample_gumbel
+from gengs_lightning.estimators.base import EstimatorOutput, Objective, inject_gradients
+from gengs_lightning.estimators.registry import register
+from gengs_lightning.estimators.score_function import (
+    ScoreFunctionDraw,
+    ScoreFunctionEstimator,
+    TruncationArg,
+    check_decay,
 )
+from gengs_lightning.estimators.windowed import WindowArg, WindowedEstimator
 
 
-def _uniform(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``U(0, 1)`` draws kept off zero, so that ``-log(-log u)`` and ``log(-log u)`` stay finite."""
-    return torch.rand(shape, dtype=dtype, device=device).clamp_min_(torch.finfo(dtype).tiny)
-
-
-def _safe_log_pmf(log_pmf: Tensor, normalized: bool = False) -> Tensor:
-    """``log pi`` normalised, with ``-inf`` (zero-mass outcomes) raised to a huge finite negative value.
-
-    Zero-mass outcomes keep a zero weight in every softmax; the finite floor keeps the conditional
-    Gumbel construction's ``logaddexp`` (and its gradient) free of ``inf - inf``.
-    """
-    if not normalized:
-        log_pmf = log_pmf - log_pmf.logsumexp(-1, keepdim=True)
-    return log_pmf.clamp_min(torch.finfo(log_pmf.dtype).min / 8)
-
-
-def conditional_gumbel(
-    log_pmf: Tensor, index: Tensor, uniform: Tensor | None = None, normalized: bool = False
-) -> Tensor:
-    """Scores ``z~ = log pi + g`` conditioned on ``argmax z~ = index`` (Tucker et al. 2017, Appendix C).
-
-    With normalised ``pi`` and ``v ~ U(0, 1)^n``: ``z~_b = -log(-log v_b)`` (the maximum of Gumbels with
-    locations ``log pi`` is a standard Gumbel) and, for ``i != b``,
-    ``z~_i = -log(-log v_i / pi_i - log v_b)``, a Gumbel of location ``log pi_i`` truncated below
-    ``z~_b``. Computed in log space as ``-logaddexp(log(-log v_i) - log pi_i, log(-log v_b))``, so tiny
-    ``pi_i`` neither overflows nor loses the ordering. Differentiable in ``log_pmf`` (reparameterised).
-    If ``index`` is drawn from ``pi``, ``z~`` has the law of the unconditional scores ``log pi + g``.
-
-    Args:
-        log_pmf: Log-probabilities ``(..., n)`` (normalised here).
-        index: The conditioning argmax, ``(...)``, integer.
-        uniform: ``v`` of the shape of ``log_pmf`` broadcast with ``index``; drawn if not given.
-        normalized: Whether ``log_pmf`` already sums to one in probability space (skips normalising).
-
-    Returns:
-        The conditional scores, shape ``(..., n)``.
-    """
-    log_pmf = _safe_log_pmf(log_pmf, normalized)
-    shape = torch.broadcast_shapes(log_pmf.shape, index.shape + log_pmf.shape[-1:])
-    if uniform is None:
-        uniform = _uniform(shape, log_pmf.dtype, log_pmf.device)
-    log_exp = uniform.log().neg().log()  # log E, E = -log v ~ Exponential(1)
-    index = index.unsqueeze(-1).expand(shape[:-1] + (1,))
-    log_exp_top = log_exp.gather(-1, index)
-    others = -torch.logaddexp(log_exp - log_pmf, log_exp_top)
-    chosen = torch.zeros(shape, dtype=torch.bool, device=log_pmf.device).scatter_(-1, index, True)
-    return torch.where(chosen, -log_exp_top, others)
-
-
-def _check_lr(lr: float) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0.0 < lr < math.inf):
-        raise ValueError(
-            f"lr (the learning rate of the control variate's parameters) must be a finite number > 0, got {lr!r}"
-        )
-    return float(lr)
-
-
-class ControlVariateEstimator(TruncatedTableEstimator):
+class ControlVariateEstimator(WindowedEstimator):
     """Shared flow of REBAR and RELAX on the truncated table (see the module docstring).
 
     Samples: training and eval draw the exact discrete ``b`` from the posterior of the prior's family
@@ -147,10 +97,11 @@ class ControlVariateEstimator(TruncatedTableEstimator):
     """
 
     learns_temperature = True
+    unbiased = True
 
     def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0, lr: float = 1e-3):
         super().__init__(window=window, num_samples=num_samples, tau=tau)
-        self.lr = _check_lr(lr)
+        self.lr = float(check_number("lr", lr, 0, meaning="the learning rate of the control variate's parameters"))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(float(self.tau))))
 
     def optimizer_options(self) -> dict[str, Any]:
@@ -198,36 +149,26 @@ class ControlVariateEstimator(TruncatedTableEstimator):
 
     # -- the shared flow ------------------------------------------------------------------------------
     def forward(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
-        self.check_params(params, prior)
-        window = prior.resolve_window(self.window)
-        prior_table = prior.truncated(window)
-        posterior = prior.posterior(params, window)
+        posterior, prior_table = self.tables(params, prior)
         batch, num = params.shape[0], self.num_samples
         with torch.no_grad():
             self.tau.copy_(self.temperature)
         stats = {
-            **truncation_stats(posterior, prior),
+            **self.truncation_stats(posterior, prior_table, prior),
             "cv_temperature": self.temperature.detach().clone(),
             **self.extra_stats(),
         }
-        if kl:
-            kl_term = kl_divergence(posterior, prior_table).sum(-1)
-        else:
-            kl_term = params.new_zeros(batch)
-
+        kl_term = self.kl_term(posterior, prior_table, kl, params)
         if not self.training:
-            sample = posterior.sample((num,))
-            value = self.check_objective(objective(sample), batch)
-            loss = value.mean(0) + kl_term
-            return EstimatorOutput(sample, value, kl_term, loss, loss.mean(), posterior, stats)
+            return self.exact_output(posterior, objective, kl_term, stats)
 
         # The estimate is taken with respect to a detached copy of the encoder output, then routed back.
         grad_on = torch.is_grad_enabled()
         leaf = params.detach().requires_grad_(grad_on)
-        table = prior.posterior(leaf, window)
-        log_pmf = _safe_log_pmf(table.log_pmf, normalized=True)  # (B, D, n)
+        table = prior.posterior(leaf, posterior.window)
+        log_pmf = floor_log_pmf(table.log_pmf)  # (B, D, n), normalised
         scores = log_pmf.expand((num,) + log_pmf.shape)  # (S, B, D, n)
-        scores = scores + _uniform(scores.shape, scores.dtype, scores.device).log().neg().log().neg()
+        scores = scores + sample_gumbel(scores.shape, scores.dtype, scores.device, finite=True)
         index = scores.detach().argmax(-1)  # (S, B, D): exact draws of the table (Gumbel-max)
         outcomes = table.outcomes.to(log_pmf)
         sample = outcomes[index]
@@ -240,7 +181,7 @@ class ControlVariateEstimator(TruncatedTableEstimator):
         conditional = conditional_gumbel(log_pmf.expand_as(scores), index, normalized=True)
         both = torch.cat([scores, conditional])  # z and z~, (2S, B, D, n)
         weights = torch.softmax(both / self.temperature.to(both.dtype), -1)
-        relaxed_value = self._check_relaxed(objective(weights @ outcomes), batch)
+        relaxed_value = self.check_objective(objective(weights @ outcomes), batch, 2 * num, "relaxed samples")
         control, control_conditional = self.control_variate(relaxed_value, both, weights).split(num)
         coefficient, pathwise = self.terms(value.detach(), control, control_conditional)
         # sum_s coefficient_s grad log pi_{b_s} = J^T (sum_s coefficient_s onehot(b_s)): a vector-Jacobian
@@ -270,25 +211,11 @@ class ControlVariateEstimator(TruncatedTableEstimator):
             stats["cv_variance"] = variance.detach()
         return EstimatorOutput(sample, value, kl_term, loss, surrogate, posterior, stats)
 
-    def _check_relaxed(self, value: Tensor, batch_size: int) -> Tensor:
-        """Check that the objective returned ``(2 S, B)`` at the ``2 S`` relaxed samples.
-
-        Raises:
-            ValueError: Otherwise, naming the shape.
-        """
-        expected = (2 * self.num_samples, batch_size)
-        if tuple(value.shape) != expected:
-            raise ValueError(
-                f"objective(z) must return per-sample, per-example losses for any number of samples: "
-                f"at {expected[0]} relaxed samples of {batch_size} examples it must return {expected}, "
-                f"got {tuple(value.shape)}"
-            )
-        return value
-
     def extra_repr(self) -> str:
-        return f"window={self.window}, lr={self.lr}, {super().extra_repr()}"
+        return f"lr={self.lr}, {super().extra_repr()}"
 
 
+@register
 class REBAR(ControlVariateEstimator):
     """REBAR (Tucker et al. 2017) on the truncated table of the prior's family.
 
@@ -324,8 +251,7 @@ class REBAR(ControlVariateEstimator):
         eta: float = 1.0,
     ):
         super().__init__(window=window, num_samples=num_samples, tau=tau, lr=lr)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
-            raise ValueError(f"eta (the initial scale of the control variate) must be a finite number, got {eta!r}")
+        check_number("eta", eta, meaning="the initial scale of the control variate")
         self.eta = nn.Parameter(torch.tensor(float(eta)))
 
     def control_variate(self, f_relaxed: Tensor, scores: Tensor, weights: Tensor) -> Tensor:
@@ -366,6 +292,7 @@ def relax_features(weights: Tensor) -> Tensor:
     return torch.stack([position, concentration, entropy], -1)
 
 
+@register
 class RELAX(ControlVariateEstimator):
     """RELAX (Grathwohl et al. 2018) on the truncated table of the prior's family.
 
@@ -404,10 +331,7 @@ class RELAX(ControlVariateEstimator):
         super().__init__(window=window, num_samples=num_samples, tau=tau, lr=lr)
         if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or len(hidden) < 1:
             raise ValueError(f"hidden must be a non-empty sequence of layer widths (integers >= 1), got {hidden!r}")
-        for width in hidden:
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise ValueError(f"hidden layer widths must be integers >= 1, got {width!r} in {hidden!r}")
-        self.hidden = tuple(hidden)
+        self.hidden = tuple(check_int(f"hidden layer width in {hidden!r}", width, 1) for width in hidden)
         layers: list[nn.Module] = []
         sizes = (3, *self.hidden)
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -428,3 +352,173 @@ class RELAX(ControlVariateEstimator):
 
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, {super().extra_repr()}"
+
+
+@register
+class NVIL(ScoreFunctionEstimator):
+    """NVIL (Mnih & Gregor 2014): a learned input-dependent baseline and variance normalisation.
+
+    The learning signal of sample ``s`` is ``(f_s - c - b_psi(x)) / max(1, sqrt(v))``:
+
+    * ``b_psi(x)``: the estimator sees only the encoder output, so the baseline network reads
+      ``q(z | x)`` (detached): per latent component (each count, or each coordinate of a one-hot or
+      count vector) the features ``log(1 + mean)`` and ``log std`` (clamped at ``1e-4``) of the
+      posterior, which every family provides, go through a small MLP (``2 -> baseline_hidden -> 1``,
+      tanh), summed over components, plus a learned constant. Its output layer starts at zero.
+    * ``c`` and ``v``: running mean and variance of the residual ``f - b_psi(x)`` over past training
+      steps (decay ``decay``; the first step sets them), in the buffers ``signal_mean``,
+      ``signal_var``, ``signal_updates``; updated without gradient, in training mode only. The first
+      training step has no statistics to use yet: its score signal is zero and it only sets ``c`` and
+      ``v``. (Used unnormalised, that one gradient can be orders of magnitude above the later ones and
+      dominate Adam's second-moment average for hundreds of steps: it stalled the toy Poisson task.)
+
+    Both depend on ``x`` and past batches only, so the estimate is unbiased up to the positive factor
+    ``1 / max(1, sqrt(v))`` on the score part (NVIL's variance normalisation: the encoder's score
+    gradient is rescaled, the KL's and the decoder's are not).
+
+    The baseline's parameters (``estimator.parameters()``) minimise ``(f - c - b_psi(x))^2`` (mean over
+    samples and batch): that loss enters the surrogate as a zero-valued term, from detached inputs and
+    objective values, so it gives gradient to the baseline only and changes no model parameter's
+    gradient. They train with learning rate ``baseline_lr`` in their own optimizer group
+    (:meth:`optimizer_options`). Logged: ``baseline_loss`` and ``signal_scale`` (``max(1, sqrt(v))``).
+
+    Samples from the untruncated family with the closed-form untruncated KL by default, from the
+    truncated family with the truncated-window KL with a ``truncation`` window (see
+    :class:`ScoreFunctionEstimator`).
+
+    Args:
+        num_samples: Samples per example.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
+        baseline_hidden: Hidden width of the baseline MLP.
+        baseline_lr: Learning rate of the baseline's parameters.
+        decay: Decay of the running mean and variance, in ``[0, 1)``.
+
+    Raises:
+        ValueError: For ``baseline_hidden < 1``, a non-positive or non-finite ``baseline_lr`` or a
+            ``decay`` outside ``[0, 1)``, naming the value.
+    """
+
+    unbiased = False  # up to the positive factor of the variance normalisation
+
+    signal_mean: Tensor
+    signal_var: Tensor
+    signal_updates: Tensor
+
+    def __init__(
+        self,
+        num_samples: int = 1,
+        truncation: TruncationArg = None,
+        baseline_hidden: int = 16,
+        baseline_lr: float = 1e-3,
+        decay: float = 0.9,
+    ):
+        super().__init__(num_samples=num_samples, truncation=truncation)
+        self.baseline_hidden = check_int("baseline_hidden", baseline_hidden, 1)
+        self.baseline_lr = float(check_number("baseline_lr", baseline_lr, 0))
+        self.decay = check_decay(decay)
+        self.baseline_net = nn.Sequential(
+            nn.Linear(2, baseline_hidden), nn.Tanh(), nn.Linear(baseline_hidden, 1, bias=False)
+        )
+        nn.init.zeros_(self.baseline_net[-1].weight)
+        self.baseline_constant = nn.Parameter(torch.zeros(()))
+        self.register_buffer("signal_mean", torch.zeros(()))
+        self.register_buffer("signal_var", torch.zeros(()))
+        self.register_buffer("signal_updates", torch.zeros((), dtype=torch.long))
+
+    def optimizer_options(self) -> dict[str, Any]:
+        return {"lr": self.baseline_lr}
+
+    @staticmethod
+    def features(posterior: Distribution) -> Tensor:
+        """``(B, M, 2)`` detached features ``[log(1 + mean), log std]`` of the ``M`` latent components."""
+        with torch.no_grad():
+            batch = posterior.batch_shape[0]
+            mean = posterior.mean.reshape(batch, -1)
+            log_std = 0.5 * posterior.variance.reshape(batch, -1).clamp_min(1e-8).log()
+            return torch.stack([mean.clamp_min(0).log1p(), log_std], -1)
+
+    def baseline(self, posterior: Distribution) -> Tensor:
+        """The learned part of the baseline ``b_psi(x)``, ``(B,)``, differentiable in its parameters only."""
+        features = self.features(posterior).to(self.baseline_constant)
+        return self.baseline_net(features).squeeze(-1).sum(-1) + self.baseline_constant
+
+    def learning_signal(self, draw: ScoreFunctionDraw) -> Tensor:
+        value = draw.value.detach()
+        learned = self.baseline(draw.posterior).to(value)
+        draw.cache["baseline"] = learned
+        centre = self.signal_mean.to(value)
+        scale = self.signal_var.to(value).sqrt().clamp_min(1.0)
+        residual = value - learned.detach()
+        draw.stats["signal_scale"] = scale.clone()
+        warmed_up = (self.signal_updates > 0).to(value)  # before this step's update
+        if self.training:
+            with torch.no_grad():
+                batch_mean = residual.mean().to(self.signal_mean)
+                batch_var = residual.var(unbiased=False).to(self.signal_var)
+                first = self.signal_updates == 0
+                new_mean = torch.where(first, batch_mean, self.decay * self.signal_mean + (1 - self.decay) * batch_mean)
+                new_var = torch.where(first, batch_var, self.decay * self.signal_var + (1 - self.decay) * batch_var)
+                self.signal_mean.copy_(new_mean)
+                self.signal_var.copy_(new_var)
+                self.signal_updates.add_(1)
+        return warmed_up * (residual - centre) / scale
+
+    def control_term(self, draw: ScoreFunctionDraw) -> Tensor:
+        """The baseline's regression loss ``mean_S (f - c - b_psi(x))^2`` per example (zero-valued in the surrogate)."""
+        value = draw.value.detach()
+        centre = self.signal_mean.to(value)  # already updated: the target of the next steps
+        loss = self._baseline_loss(value, centre, draw.cache["baseline"])
+        draw.stats["baseline_loss"] = loss.detach().mean()
+        return loss
+
+    def _baseline_loss(self, value: Tensor, centre: Tensor, learned: Tensor) -> Tensor:
+        return (value - centre - learned).square().mean(0)
+
+    def extra_repr(self) -> str:
+        return (
+            f"baseline_hidden={self.baseline_hidden}, baseline_lr={self.baseline_lr}, decay={self.decay}, "
+            + super().extra_repr()
+        )
+
+
+@register
+class MuProp(ScoreFunctionEstimator):
+    """MuProp (Gu et al. 2016): the first-order Taylor expansion of ``f`` at the mean as control variate.
+
+    With ``z_bar = E_q[z]`` (held constant) and ``h(z) = f(z_bar) + f'(z_bar) . (z - z_bar)``, the
+    estimate is ``[f(z) - h(z)] grad log q(z) + f'(z_bar) . grad E_q[z]``: the score term of the
+    residual plus the control variate's expectation differentiated analytically through the encoder
+    (``E_q[z]`` is the untruncated family's mean, or the table's mean with a ``truncation`` window);
+    unbiased for any ``z_bar`` that does not depend on the samples. The decoder gets ``grad f(z)`` at
+    the samples. Costs one more objective evaluation (at ``z_bar``, shape ``(1, B, D, *event)``, so the
+    objective must accept real-valued latents) and its derivative in ``z``. Samples from the
+    untruncated family with the closed-form untruncated KL by default, from the truncated family with
+    the truncated-window KL with a ``truncation`` window (see :class:`ScoreFunctionEstimator`).
+
+    Args:
+        num_samples: Samples per example.
+        truncation: ``None`` (untruncated family) or a truncation window (see :class:`ScoreFunctionEstimator`).
+
+    Raises:
+        ValueError: In ``forward``, if the objective at the mean does not return ``(1, B)``.
+    """
+
+    def learning_signal(self, draw: ScoreFunctionDraw) -> Tensor:
+        mean = draw.posterior.mean  # (B, D, *event), differentiable in params
+        draw.cache["mean"] = mean
+        with torch.enable_grad():
+            point = mean.detach().unsqueeze(0).requires_grad_()
+            at_mean = self.check_objective(
+                draw.objective(point), draw.params.shape[0], 1, "posterior means (per example)"
+            )
+            slope = None
+            if at_mean.requires_grad:
+                (slope,) = torch.autograd.grad(at_mean.sum(), point, allow_unused=True)
+        slope = torch.zeros_like(point) if slope is None else slope.detach()
+        draw.cache["slope"] = slope[0]
+        linear = ((draw.sample - point.detach()) * slope).flatten(2).sum(-1)  # (S, B)
+        return draw.value.detach() - at_mean.detach() - linear
+
+    def control_term(self, draw: ScoreFunctionDraw) -> Tensor:
+        """``f'(z_bar) . E_q[z]`` per example, differentiable through the posterior's mean."""
+        return (draw.cache["slope"] * draw.cache["mean"]).flatten(1).sum(-1)

@@ -1,38 +1,35 @@
-"""GenGS estimators: explicit, implicit, straight-through and nonparametric truncation."""
+"""GenGS estimators: explicit, implicit, straight-through, nonparametric truncation and GenGS-RB."""
 
 from __future__ import annotations
 
-from abc import abstractmethod
-
+import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
+from gengs_lightning.checks import check_bool, check_int
 from gengs_lightning.distributions import (
-    DiscreteFamily,
+    COUNT_FAMILIES,
     GenGS,
     Prior,
     TruncatedDiscrete,
     Window,
     check_eps,
+    floor_log_pmf,
     quantile_window,
+    relaxed_outcome,
 )
-from gengs_lightning.estimators.base import (
-    Estimator,
-    EstimatorOutput,
-    Objective,
-    WindowArg,
-    check_window,
-    truncation_stats,
-)
+from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, log_mass_outside, substitute
+from gengs_lightning.estimators.registry import register
+from gengs_lightning.estimators.windowed import RelaxedEstimator, WindowArg
 
 
-class GenGSEstimator(Estimator):
+class GenGSEstimator(RelaxedEstimator):
     """Shared flow of the GenGS variants (NeurIPS Section 4.1, Algorithm 1).
 
     Build the posterior table ``(c, log pi)`` on a window, draw ``z = T(GS(pi, tau))`` (training) or an
     exact discrete sample (eval), evaluate the objective and add the closed-form KL between the
     posterior and the prior truncated on the same window (journal Proposition 6). The reported and
-    differentiated loss is ``mean_S objective(z) + KL``. Subclasses say how the posterior is built.
+    differentiated loss is ``mean_S objective(z) + KL``. Subclasses say how the posterior is built
+    (:class:`~gengs_lightning.estimators.windowed.WindowedEstimator`).
 
     Args:
         window: Truncation level ``n`` or window ``[a, b]``; ``None`` takes the whole support of finite
@@ -42,53 +39,12 @@ class GenGSEstimator(Estimator):
         hard: Straight-through: discrete forward values, relaxed gradients.
     """
 
-    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0, hard: bool = False):
-        super().__init__(num_samples=num_samples, tau=tau)
-        self.window = check_window(window)
-        self.hard = hard
-
-    def forward(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
-        self.check_params(params, prior)
-        posterior, prior_table = self._tables(params, prior)
-        if self.training:
-            sample = GenGS(posterior, self.tau, hard=self.hard, validate_args=False).rsample((self.num_samples,))
-        else:
-            sample = posterior.sample((self.num_samples,))
-        value = self.check_objective(objective(sample), params.shape[0])
-        if kl:
-            kl_term = kl_divergence(posterior, prior_table).sum(-1)
-        else:
-            kl_term = value.new_zeros(params.shape[0])
-        loss = value.mean(0) + kl_term
-        return EstimatorOutput(
-            sample=sample,
-            objective=value,
-            kl=kl_term,
-            loss=loss,
-            surrogate=loss.mean(),
-            posterior=posterior,
-            stats=truncation_stats(posterior, prior, self._tail_mass(posterior, prior_table)),
-        )
-
-    def posterior(self, params: Tensor, prior: Prior) -> TruncatedDiscrete:
-        return self._tables(params, prior)[0]
-
-    def prior_distribution(self, posterior: TruncatedDiscrete, prior: Prior) -> DiscreteFamily:
-        """The prior truncated on the posterior's window (journal Proposition 6)."""
-        return prior.truncated(posterior.window)
-
-    @abstractmethod
-    def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
-        """The posterior table and the prior on the same outcomes."""
-
-    def _tail_mass(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> Tensor:
-        """The mass the truncation leaves outside the window, logged as ``trunc_tail_mass``: the posterior's."""
-        return posterior.tail_mass
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, hard={self.hard}, {super().extra_repr()}"
+    def relaxed_sample(self, posterior: TruncatedDiscrete, params: Tensor) -> Tensor:
+        """``T(GS(pi, tau))`` (NeurIPS Theorem 4), straight-through with ``hard``."""
+        return GenGS(posterior, self.tau, hard=self.hard, validate_args=False).rsample((self.num_samples,))
 
 
+@register
 class GenGSExplicit(GenGSEstimator):
     """GenGS with explicit inference: the encoder gives the family's parameter (NeurIPS Section 4.1).
 
@@ -99,17 +55,8 @@ class GenGSExplicit(GenGSEstimator):
     closed form between the truncated posterior and prior.
     """
 
-    def raw_size(self, prior: Prior) -> int:
-        return prior.raw_size
 
-    def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
-        window = prior.resolve_window(self.window)
-        return prior.posterior(params, window), prior.truncated(window)
-
-    def raw_like(self, prior: Prior) -> Tensor:
-        return prior.truncated(prior.resolve_window(self.window)).to_raw()
-
-
+@register
 class GenGSStraightThrough(GenGSExplicit):
     """Explicit GenGS with the straight-through trick (NeurIPS Section 4.2, "Discretization").
 
@@ -118,10 +65,15 @@ class GenGSStraightThrough(GenGSExplicit):
     (``hard`` is always true).
     """
 
+    @classmethod
+    def examples(cls) -> tuple[dict, ...]:
+        return ({},)
+
     def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
         super().__init__(window=window, num_samples=num_samples, tau=tau, hard=True)
 
 
+@register
 class GenGSImplicit(GenGSEstimator):
     """GenGS with implicit inference: the encoder gives the ``n`` truncated-PMF logits directly.
 
@@ -137,22 +89,10 @@ class GenGSImplicit(GenGSEstimator):
         hard: Straight-through variant.
     """
 
-    def raw_size(self, prior: Prior) -> int:
-        return prior.truncated(prior.resolve_window(self.window)).num_outcomes
-
-    def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
-        prior_table = prior.truncated(prior.resolve_window(self.window))
-        posterior = TruncatedDiscrete(params, prior_table.outcomes.to(params), prior_table.window)
-        return posterior, prior_table
-
-    def raw_like(self, prior: Prior) -> Tensor:
-        return prior.truncated(prior.resolve_window(self.window)).log_pmf
-
-    def _tail_mass(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily) -> Tensor:
-        """The prior's mass outside the window (the posterior's logits have none)."""
-        return prior_table.tail_mass
+    implicit = True
 
 
+@register
 class GenGSNonparametric(GenGSExplicit):
     """Explicit GenGS whose window is chosen for every batch (journal Algorithm 2, "GenGS NP").
 
@@ -185,18 +125,22 @@ class GenGSNonparametric(GenGSExplicit):
     ):
         super().__init__(window=None, num_samples=num_samples, tau=tau, hard=hard)
         self.eps = check_eps(eps)
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 2:
-            raise ValueError(f"max_size must be an integer >= 2, got {max_size!r}")
-        self.max_size = max_size
-        self.two_sided = two_sided
+        self.max_size = check_int("max_size", max_size, 2)
+        self.two_sided = check_bool("two_sided", two_sided)
 
-    def _tables(self, params: Tensor, prior: Prior) -> tuple[TruncatedDiscrete, DiscreteFamily]:
+    def window_for(self, params: Tensor, prior: Prior) -> Window:
+        """The smallest window holding ``1 - eps`` of every posterior of the batch (at least two outcomes)."""
         if not prior.family.truncatable:
             raise ValueError(f"GenGSNonparametric needs a count family; {prior.family.family_name} has no window")
         family_params = prior.family.params_from_raw(params.detach(), **prior.structural)
         window = quantile_window(prior.family, family_params, self.eps, self.max_size, self.two_sided)
-        window = _at_least_two_outcomes(window, self.max_size)
-        return prior.posterior(params, window), prior.truncated(window)
+        return _at_least_two_outcomes(window, self.max_size)
+
+    families = COUNT_FAMILIES
+
+    @classmethod
+    def examples(cls) -> tuple[dict, ...]:
+        return ({}, {"two_sided": True}, {"hard": True})
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, max_size={self.max_size}, two_sided={self.two_sided}, " + super().extra_repr()
@@ -208,3 +152,79 @@ def _at_least_two_outcomes(window: Window, max_size: int) -> Window:
         return window
     low = min(window.low, max_size - 2)
     return Window(low, low + 1)
+
+
+@register
+class GenGSRB(RaoBlackwellEstimator):
+    """GenGS with one Rao-Blackwellised category ("GenGS-RB", NeurIPS Section 6.1).
+
+    Per latent dimension, the most probable category ``c = argmax q`` is summed exactly and the rest of
+    the table is estimated by GenGS (the GenGS paper adapts the RB idea "utilizing m = 1 in calculating
+    the selected gradient ... [and] estimates the remaining gradients by GenGS")::
+
+        E f = q(c) f(c) + (1 - q(c)) E_{q | not c} f
+        grad ~= grad q(c) (f(c) - f(x~)) + (1 - q(c)) grad f(x~),  x~ = T(GS(q | not c, tau))
+
+    where ``x~`` is the GenGS relaxed sample (:func:`relaxed_outcome`) of the table restricted to the
+    other categories and renormalised (their logits; ``c``'s set to ``-inf``). The choice of ``c``: the
+    most probable category, as Liu et al.'s (deterministic) Rao-Blackwellisation and DetRB choose it; it
+    maximises the mass handled exactly, and a fixed choice needs no score-function term for the choice
+    itself (a sampled ``c`` would: that is StoRB). The RB part is exact; the rest is biased like GenGS,
+    the bias vanishing as ``tau -> 0`` (the temperature buffer ``tau``, set by a temperature schedule).
+    With two categories the rest is a single outcome, its relaxation is exact and so is the estimate.
+
+    Multiple latent dimensions: per dimension with the other dimensions at an exact draw ``z_{-d}``
+    (only the dimension being estimated is relaxed; see the module docstring). The model's parameters
+    get ``mean_d [q(c) grad f(c, z_{-d}) + (1 - q(c)) grad f(x~_d, z_{-d})]``.
+
+    Samples from: the posterior of the prior's family truncated on the window; ``sample`` holds exact
+    draws ``z`` (``num_samples`` repetitions, averaged), so the reported loss is that of the discrete
+    model; the relaxed values enter only the configurations. KL: closed form between the truncated
+    posterior and the prior truncated on the same window (journal Proposition 6).
+
+    Cost per step: ``S (1 + 2 D)`` objective evaluations per example in training (two calls: the ``S``
+    samples, then ``f(c, z_{-d})`` and ``f(x~_d, z_{-d})`` for every repetition and dimension), ``S`` in
+    eval mode.
+
+    Args:
+        window: Truncation level ``n`` or window ``[a, b]`` (``None``: see :class:`WindowedEstimator`).
+        num_samples: Independent repetitions per example, averaged.
+        tau: Initial temperature of the relaxation of the rest.
+
+    Raises:
+        ValueError: For an invalid window, ``num_samples`` or ``tau``, naming the value.
+    """
+
+    def _train_forward(self, posterior, objective, batch):
+        num = self.num_samples
+        log_pmf = floor_log_pmf(posterior.log_pmf)  # (B, D, n), differentiable
+        outcomes = posterior.outcomes.to(log_pmf)
+        n, dim = log_pmf.shape[-1], log_pmf.shape[1]
+        top = log_pmf.detach().argmax(-1, keepdim=True)  # (B, D, 1)
+        sample = posterior.sample((num,))  # exact draws, (S, B, D, *event)
+        value = self.check_objective(objective(sample), batch)
+
+        chosen = torch.zeros_like(log_pmf, dtype=torch.bool).scatter_(-1, top, True)
+        rest_logits = log_pmf.masked_fill(chosen, -torch.inf) if n > 1 else log_pmf
+        relaxed = relaxed_outcome(rest_logits.expand((num,) + log_pmf.shape), outcomes, self.tau)
+        # Forward value unchanged; backward scaled by D: the encoder's pathwise terms are summed over
+        # dimensions while the model's are averaged (each configuration moves one dimension only).
+        relaxed = relaxed.detach() + dim * (relaxed - relaxed.detach())
+        selected = outcomes[top.squeeze(-1)].expand_as(sample)
+        alternatives = torch.stack([selected, relaxed], 3)  # (S, B, D, 2, *event)
+        configs = substitute(sample, alternatives)
+        both = self._evaluate(objective, configs, batch).reshape(num, dim, 2, batch).permute(0, 3, 1, 2)
+        f_top, f_rest = both[..., 0], both[..., 1]  # (S, B, D)
+
+        log_q_top = log_pmf.gather(-1, top).squeeze(-1)  # (B, D)
+        with torch.no_grad():
+            q_top = log_q_top.exp()
+            rest_mass = log_mass_outside(log_pmf.detach(), top).exp()
+        score = (log_q_top.exp() * (f_top - f_rest).detach()).sum(-1)  # grad q(c) (f(c) - f(x~)), summed over d
+        pathwise = (q_top.detach() * f_top + rest_mass * f_rest).mean(-1)
+        estimate = (score + pathwise).mean(0)
+        stats = {
+            "objective_evals": torch.tensor(float(num + configs.shape[0])),
+            "rb_mass": q_top.mean(),
+        }
+        return sample, value, estimate, stats

@@ -1,4 +1,4 @@
-"""Rao-Blackwellised estimators on the truncated table: StoRB, UnOrd and GenGS-RB.
+"""Rao-Blackwellised estimators on the truncated table: StoRB and UnOrd (GenGS-RB is with the GenGS kinds).
 
 All three work on the truncated categorical representation of the latent, as
 :class:`~gengs_lightning.estimators.GenGSExplicit` builds it: per latent dimension the encoder gives the
@@ -37,41 +37,18 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
-from gengs_lightning.distributions import (
-    Prior,
-    TruncatedDiscrete,
-    relaxed_outcome,
-    sample_gumbel,
-)
-from gengs_lightning.estimators.base import (
-    EstimatorOutput,
-    Objective,
-    TruncatedTableEstimator,
-    WindowArg,
-    truncation_stats,
-)
+from gengs_lightning.checks import check_bool, check_int
+from gengs_lightning.distributions import Prior, TruncatedDiscrete, floor_log_pmf, gumbel_top_k
+from gengs_lightning.estimators.base import EstimatorOutput, Objective
+from gengs_lightning.estimators.registry import register
+from gengs_lightning.estimators.windowed import WindowArg, WindowedEstimator
 
 #: Largest set size of :class:`UnOrd`: its set probabilities enumerate the ``k!`` orderings.
 MAX_SET_SIZE = 6
 
 
-def _check_bool(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
-    return value
-
-
-def _floor(log_pmf: Tensor) -> Tensor:
-    """``log_pmf`` with ``-inf`` (zero-mass outcomes) raised to a huge finite negative value.
-
-    Keeps ``0 * log q`` and ``-inf - (-inf)`` out of the weights; zero-mass outcomes keep weight zero.
-    """
-    return log_pmf.clamp_min(torch.finfo(log_pmf.dtype).min / 8)
-
-
-def _log_mass_outside(log_pmf: Tensor, index: Tensor) -> Tensor:
+def log_mass_outside(log_pmf: Tensor, index: Tensor) -> Tensor:
     """``log(1 - sum_j q[index_j])`` computed as the log-sum of the other entries (no cancellation).
 
     Args:
@@ -83,27 +60,6 @@ def _log_mass_outside(log_pmf: Tensor, index: Tensor) -> Tensor:
     """
     log_pmf = log_pmf.expand(index.shape[:-1] + log_pmf.shape[-1:])
     return log_pmf.scatter(-1, index, -torch.inf).logsumexp(-1)
-
-
-def gumbel_top_k(log_pmf: Tensor, k: int, sample_shape: tuple[int, ...] = ()) -> Tensor:
-    """Ordered samples without replacement by the Gumbel-top-k trick (Kool et al. 2019).
-
-    The indices of the ``k`` largest of ``log q + g`` (``g`` standard Gumbel), in decreasing order: the
-    first is an exact draw of ``q``, the ``j``-th an exact draw of ``q`` restricted to the categories not
-    drawn before it (renormalised).
-
-    Args:
-        log_pmf: Log-probabilities ``(..., n)`` (normalisation is irrelevant).
-        k: Sample size, ``1 <= k <= n``.
-        sample_shape: Independent repetitions in front.
-
-    Returns:
-        Indices ``(*sample_shape, ..., k)``.
-    """
-    with torch.no_grad():
-        shape = torch.Size(sample_shape) + log_pmf.shape
-        scores = sample_gumbel(shape, log_pmf.dtype, log_pmf.device).add_(_floor(log_pmf.detach()))
-        return scores.topk(k, dim=-1).indices
 
 
 @lru_cache(maxsize=MAX_SET_SIZE + 1)
@@ -167,7 +123,7 @@ def substitute(base: Tensor, alternatives: Tensor) -> Tensor:
     return configs.reshape(num_rep * dim * num_alt, batch, dim, *event)
 
 
-class RaoBlackwellEstimator(TruncatedTableEstimator):
+class RaoBlackwellEstimator(WindowedEstimator):
     """Shared machinery of the Rao-Blackwellised estimators on the truncated table.
 
     The posterior is the prior's family truncated on ``window`` (as :class:`GenGSExplicit`), the KL the
@@ -189,32 +145,20 @@ class RaoBlackwellEstimator(TruncatedTableEstimator):
         """
 
     def forward(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
-        self.check_params(params, prior)
-        window = prior.resolve_window(self.window)
-        prior_table = prior.truncated(window)
-        posterior = prior.posterior(params, window)
+        posterior, prior_table = self.tables(params, prior)
         self.check_table(posterior, prior)
-        batch = params.shape[0]
-        if kl:
-            kl_term = kl_divergence(posterior, prior_table).sum(-1)
-        else:
-            kl_term = params.new_zeros(batch)
-        stats = truncation_stats(posterior, prior)
+        kl_term = self.kl_term(posterior, prior_table, kl, params)
+        stats = self.truncation_stats(posterior, prior_table, prior)
         if not self.training:
-            sample = posterior.sample((self.num_samples,))
-            value = self.check_objective(objective(sample), batch)
-            loss = value.mean(0) + kl_term
             stats["objective_evals"] = torch.tensor(float(self.num_samples))
-            return EstimatorOutput(sample, value, kl_term, loss, loss.mean(), posterior, stats)
-
-        sample, value, estimate, extra_stats = self._train_forward(posterior, objective, batch)
-        loss = value.mean(0) + kl_term
+            return self.exact_output(posterior, objective, kl_term, stats)
+        sample, value, estimate, extra_stats = self._train_forward(posterior, objective, params.shape[0])
         # The value is loss.mean(); the gradient is the KL's (exact) plus the estimate's.
         surrogate = (value.detach().mean(0) + kl_term).mean()
         if estimate.requires_grad:
             surrogate = surrogate + (estimate.mean() - estimate.mean().detach())
         stats.update(extra_stats)
-        return EstimatorOutput(sample, value, kl_term, loss, surrogate, posterior, stats)
+        return self.output(sample, value, kl_term, posterior, stats, surrogate)
 
     @abstractmethod
     def _train_forward(
@@ -227,23 +171,8 @@ class RaoBlackwellEstimator(TruncatedTableEstimator):
         """
 
     def _evaluate(self, objective: Objective, configs: Tensor, batch: int) -> Tensor:
-        """``objective(configs)`` for ``configs`` of shape ``(S', B, D, *event)``, checked to be ``(S', B)``.
-
-        Raises:
-            ValueError: Otherwise, naming the shape.
-        """
-        value = objective(configs)
-        expected = (configs.shape[0], batch)
-        if tuple(value.shape) != expected:
-            raise ValueError(
-                f"objective(z) must return per-sample, per-example losses for any number of samples: "
-                f"at {expected[0]} Rao-Blackwellisation configurations of {batch} examples it must return "
-                f"{expected}, got {tuple(value.shape)}"
-            )
-        return value
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, {super().extra_repr()}"
+        """``objective(configs)`` for ``configs`` of shape ``(S', B, D, *event)``, checked to be ``(S', B)``."""
+        return self.check_objective(objective(configs), batch, configs.shape[0], "Rao-Blackwellisation configurations")
 
 
 class _SetEstimator(RaoBlackwellEstimator):
@@ -256,6 +185,12 @@ class _SetEstimator(RaoBlackwellEstimator):
     ``sum_j (a_j (F_j - beta_j)) grad log q(b_j)`` for the encoder and ``sum_j a_j grad F_j`` (averaged over
     ``d``) for the model's parameters.
     """
+
+    unbiased = True
+
+    @classmethod
+    def examples(cls) -> tuple[dict, ...]:
+        return ({}, {"builtin_baseline": False})
 
     @abstractmethod
     def _shape(self) -> tuple[int, int]:
@@ -278,7 +213,7 @@ class _SetEstimator(RaoBlackwellEstimator):
 
     def _train_forward(self, posterior, objective, batch):
         num_rep, k = self._shape()
-        log_pmf = _floor(posterior.log_pmf)  # (B, D, n), differentiable
+        log_pmf = floor_log_pmf(posterior.log_pmf)  # (B, D, n), differentiable
         outcomes = posterior.outcomes.to(log_pmf)
         dim = log_pmf.shape[1]
         index = gumbel_top_k(log_pmf, k, (num_rep,))  # (R, B, D, k)
@@ -314,6 +249,7 @@ class _SetEstimator(RaoBlackwellEstimator):
         return sample, value, estimate, stats
 
 
+@register
 class StoRB(_SetEstimator):
     """Stochastic Rao-Blackwellisation: the stochastic sum-and-sample estimator (Liu et al. 2019; Kool et al. 2020).
 
@@ -373,13 +309,10 @@ class StoRB(_SetEstimator):
         num_samples: int = 1,
         tau: float = 1.0,
     ):
-        if isinstance(num_summed, bool) or not isinstance(num_summed, int) or num_summed < 1:
-            raise ValueError(
-                f"num_summed (categories summed per dimension) must be an integer >= 1, got {num_summed!r}"
-            )
+        check_int("num_summed", num_summed, 1, meaning="categories summed per dimension")
         super().__init__(window=window, num_samples=num_samples, tau=tau)
         self.num_summed = num_summed
-        self.builtin_baseline = _check_bool("builtin_baseline", builtin_baseline)
+        self.builtin_baseline = check_bool("builtin_baseline", builtin_baseline)
 
     def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:
         n = posterior.num_outcomes
@@ -400,14 +333,14 @@ class StoRB(_SetEstimator):
     def _weights(self, log_pmf: Tensor, index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         m = self.num_summed
         log_q = log_pmf.gather(-1, index)
-        rest = _log_mass_outside(log_pmf, index[..., :m]).exp()
+        rest = log_mass_outside(log_pmf, index[..., :m]).exp()
         a = torch.cat([log_q[..., :m].exp(), rest.unsqueeze(-1)], -1)
         if not self.builtin_baseline:
             return a, values.new_zeros(())
         if m == 1:
             beta = values[..., :1]
         else:
-            tail = _log_mass_outside(log_pmf, index[..., : m - 1]).exp()
+            tail = log_mass_outside(log_pmf, index[..., : m - 1]).exp()
             beta = (log_q[..., : m - 1].exp() * values[..., : m - 1]).sum(-1) + tail * values[..., m - 1]
             beta = beta.unsqueeze(-1)
         return a, beta
@@ -416,6 +349,7 @@ class StoRB(_SetEstimator):
         return f"num_summed={self.num_summed}, builtin_baseline={self.builtin_baseline}, {super().extra_repr()}"
 
 
+@register
 class UnOrd(_SetEstimator):
     r"""The unordered set estimator with its built-in baseline (Kool et al. 2020, Theorems 2 and 4).
 
@@ -466,13 +400,10 @@ class UnOrd(_SetEstimator):
         builtin_baseline: bool = True,
         tau: float = 1.0,
     ):
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 2 <= num_samples <= MAX_SET_SIZE:
-            raise ValueError(
-                f"num_samples (the set size k of UnOrd) must be an integer with 2 <= k <= {MAX_SET_SIZE} "
-                f"(the set probabilities enumerate the k! orderings), got {num_samples!r}"
-            )
+        meaning = "the set size k of UnOrd, whose set probabilities enumerate the k! orderings"
+        check_int("num_samples", num_samples, 2, MAX_SET_SIZE, meaning=meaning)
         super().__init__(window=window, num_samples=num_samples, tau=tau)
-        self.builtin_baseline = _check_bool("builtin_baseline", builtin_baseline)
+        self.builtin_baseline = check_bool("builtin_baseline", builtin_baseline)
 
     def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:
         n = posterior.num_outcomes
@@ -493,7 +424,7 @@ class UnOrd(_SetEstimator):
     def _weights(self, log_pmf: Tensor, index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         k = self.num_samples
         log_q = log_pmf.gather(-1, index)  # (R, B, D, k)
-        log_outside = _log_mass_outside(log_pmf, index)
+        log_outside = log_mass_outside(log_pmf, index)
         _, log_first, log_pair = unordered_set_probabilities(log_q, log_outside)
         a = log_first.exp()
         if not self.builtin_baseline:
@@ -509,78 +440,3 @@ class UnOrd(_SetEstimator):
 
     def extra_repr(self) -> str:
         return f"builtin_baseline={self.builtin_baseline}, {super().extra_repr()}"
-
-
-class GenGSRB(RaoBlackwellEstimator):
-    """GenGS with one Rao-Blackwellised category ("GenGS-RB", NeurIPS Section 6.1).
-
-    Per latent dimension, the most probable category ``c = argmax q`` is summed exactly and the rest of
-    the table is estimated by GenGS (the GenGS paper adapts the RB idea "utilizing m = 1 in calculating
-    the selected gradient ... [and] estimates the remaining gradients by GenGS")::
-
-        E f = q(c) f(c) + (1 - q(c)) E_{q | not c} f
-        grad ~= grad q(c) (f(c) - f(x~)) + (1 - q(c)) grad f(x~),  x~ = T(GS(q | not c, tau))
-
-    where ``x~`` is the GenGS relaxed sample (:func:`relaxed_outcome`) of the table restricted to the
-    other categories and renormalised (their logits; ``c``'s set to ``-inf``). The choice of ``c``: the
-    most probable category, as Liu et al.'s (deterministic) Rao-Blackwellisation and DetRB choose it; it
-    maximises the mass handled exactly, and a fixed choice needs no score-function term for the choice
-    itself (a sampled ``c`` would: that is StoRB). The RB part is exact; the rest is biased like GenGS,
-    the bias vanishing as ``tau -> 0`` (the temperature buffer ``tau``, set by a temperature schedule).
-    With two categories the rest is a single outcome, its relaxation is exact and so is the estimate.
-
-    Multiple latent dimensions: per dimension with the other dimensions at an exact draw ``z_{-d}``
-    (only the dimension being estimated is relaxed; see the module docstring). The model's parameters
-    get ``mean_d [q(c) grad f(c, z_{-d}) + (1 - q(c)) grad f(x~_d, z_{-d})]``.
-
-    Samples from: the posterior of the prior's family truncated on the window; ``sample`` holds exact
-    draws ``z`` (``num_samples`` repetitions, averaged), so the reported loss is that of the discrete
-    model; the relaxed values enter only the configurations. KL: closed form between the truncated
-    posterior and the prior truncated on the same window (journal Proposition 6).
-
-    Cost per step: ``S (1 + 2 D)`` objective evaluations per example in training (two calls: the ``S``
-    samples, then ``f(c, z_{-d})`` and ``f(x~_d, z_{-d})`` for every repetition and dimension), ``S`` in
-    eval mode.
-
-    Args:
-        window: Truncation level ``n`` or window ``[a, b]`` (``None``: see :class:`RaoBlackwellEstimator`).
-        num_samples: Independent repetitions per example, averaged.
-        tau: Initial temperature of the relaxation of the rest.
-
-    Raises:
-        ValueError: For an invalid window, ``num_samples`` or ``tau``, naming the value.
-    """
-
-    def _train_forward(self, posterior, objective, batch):
-        num = self.num_samples
-        log_pmf = _floor(posterior.log_pmf)  # (B, D, n), differentiable
-        outcomes = posterior.outcomes.to(log_pmf)
-        n, dim = log_pmf.shape[-1], log_pmf.shape[1]
-        top = log_pmf.detach().argmax(-1, keepdim=True)  # (B, D, 1)
-        sample = posterior.sample((num,))  # exact draws, (S, B, D, *event)
-        value = self.check_objective(objective(sample), batch)
-
-        chosen = torch.zeros_like(log_pmf, dtype=torch.bool).scatter_(-1, top, True)
-        rest_logits = log_pmf.masked_fill(chosen, -torch.inf) if n > 1 else log_pmf
-        relaxed = relaxed_outcome(rest_logits.expand((num,) + log_pmf.shape), outcomes, self.tau)
-        # Forward value unchanged; backward scaled by D: the encoder's pathwise terms are summed over
-        # dimensions while the model's are averaged (each configuration moves one dimension only).
-        relaxed = relaxed.detach() + dim * (relaxed - relaxed.detach())
-        selected = outcomes[top.squeeze(-1)].expand_as(sample)
-        alternatives = torch.stack([selected, relaxed], 3)  # (S, B, D, 2, *event)
-        configs = substitute(sample, alternatives)
-        both = self._evaluate(objective, configs, batch).reshape(num, dim, 2, batch).permute(0, 3, 1, 2)
-        f_top, f_rest = both[..., 0], both[..., 1]  # (S, B, D)
-
-        log_q_top = log_pmf.gather(-1, top).squeeze(-1)  # (B, D)
-        with torch.no_grad():
-            q_top = log_q_top.exp()
-            rest_mass = _log_mass_outside(log_pmf.detach(), top).exp()
-        score = (log_q_top.exp() * (f_top - f_rest).detach()).sum(-1)  # grad q(c) (f(c) - f(x~)), summed over d
-        pathwise = (q_top.detach() * f_top + rest_mass * f_rest).mean(-1)
-        estimate = (score + pathwise).mean(0)
-        stats = {
-            "objective_evals": torch.tensor(float(num + configs.shape[0])),
-            "rb_mass": q_top.mean(),
-        }
-        return sample, value, estimate, stats

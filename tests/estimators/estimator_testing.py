@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,10 +13,12 @@ from torch import Tensor
 from gengs_lightning.distributions import Prior, Window
 from gengs_lightning.distributions.grid import SERIES_TERMS, SERIES_THRESHOLD
 from gengs_lightning.estimators import (
+    Estimator,
     GenGSExplicit,
     GenGSImplicit,
     GenGSNonparametric,
     GenGSStraightThrough,
+    registered,
 )
 from gengs_lightning.models import VAE
 
@@ -83,6 +86,34 @@ def _build_cases() -> list[Case]:
 
 CASES = _build_cases()
 CASE_IDS = [case.id for case in CASES]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example construction of a registered estimator (:meth:`Estimator.examples`) on one family it supports."""
+
+    cls: type[Estimator]
+    kwargs: tuple[tuple[str, Any], ...]
+    family: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.cls.__name__}({', '.join(f'{k}={v!r}' for k, v in self.kwargs)})-{self.family}"
+
+    def build(self, num_samples: int = 1) -> Estimator:
+        """The estimator, with ``num_samples`` raised to the class's minimum."""
+        return self.cls(num_samples=max(num_samples, self.cls.min_samples), **dict(self.kwargs))
+
+
+def registry_examples() -> list[Example]:
+    """Every registered estimator's examples on every family of :data:`FAMILIES` it supports, read at call time."""
+    return [
+        Example(cls, tuple(kwargs.items()), family)
+        for cls in registered()
+        for kwargs in cls.examples()
+        for family in cls.families
+        if family in FAMILIES
+    ]
 
 
 def random_params(estimator, prior: Prior, batch: int = 4, dim: int = 2, seed: int = 0, dtype=torch.float32) -> Tensor:

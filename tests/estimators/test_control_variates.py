@@ -21,14 +21,8 @@ from torch.distributions import kl_divergence
 
 from gengs_lightning.callbacks import TemperatureSchedule
 from gengs_lightning.data import Digits, ToyTargets
-from gengs_lightning.distributions import Prior
-from gengs_lightning.estimators.control_variates import (
-    REBAR,
-    RELAX,
-    ControlVariateEstimator,
-    conditional_gumbel,
-    relax_features,
-)
+from gengs_lightning.distributions import Prior, conditional_gumbel
+from gengs_lightning.estimators.control_variates import REBAR, RELAX, ControlVariateEstimator, relax_features
 from gengs_lightning.models import ToyTask
 
 CLASSES = {"REBAR": REBAR, "RELAX": RELAX}
@@ -556,8 +550,8 @@ BAD_COMMON = [
     ("lr", "0.1", r"lr.*finite number > 0.*got '0\.1'"),
     ("window", 0, r"window must hold at least 2 outcomes: a truncation level n >= 2 .*got 0"),
     ("window", (5, 3), r"window must hold at least 2 outcomes.*got \(5, 3\)"),
-    ("window", (-1, 3), r"low must be >= 0.*got -1"),
-    ("window", (1.0, 3), r"low must be an integer, got 1\.0"),
+    ("window", (-1, 3), r"window low .*must be an integer >= 0, got -1"),
+    ("window", (1.0, 3), r"window low .*must be an integer >= 0, got 1\.0"),
     ("window", "8", r"truncation level n >= 1 or a pair \[low, high\].*got '8'"),
 ]
 BAD_SPECIFIC = [
@@ -568,9 +562,9 @@ BAD_SPECIFIC = [
     ("RELAX", "hidden", (), r"hidden.*non-empty sequence.*got \(\)"),
     ("RELAX", "hidden", 16, r"hidden.*non-empty sequence.*got 16"),
     ("RELAX", "hidden", "16", r"hidden.*non-empty sequence.*got '16'"),
-    ("RELAX", "hidden", (8, 0), r"widths must be integers >= 1, got 0 in \(8, 0\)"),
-    ("RELAX", "hidden", (2.5,), r"widths must be integers >= 1, got 2\.5"),
-    ("RELAX", "hidden", (True,), r"widths must be integers >= 1, got True"),
+    ("RELAX", "hidden", (8, 0), r"hidden layer width in \(8, 0\) must be an integer >= 1, got 0"),
+    ("RELAX", "hidden", (2.5,), r"hidden layer width in \(2\.5,\) must be an integer >= 1, got 2\.5"),
+    ("RELAX", "hidden", (True,), r"hidden layer width in \(True,\) must be an integer >= 1, got True"),
 ]
 BAD_CASES = [(name, *case) for name in CLASSES for case in BAD_COMMON] + BAD_SPECIFIC
 

@@ -1,4 +1,10 @@
-"""The estimator interface on every estimator x family: shapes, losses, gradients, eval and hard samples."""
+"""The estimator interface: every registered estimator x example x family it supports, then the GenGS kinds in detail.
+
+The first part runs over :func:`~gengs_lightning.estimators.registered` at collection time (each class's
+:meth:`~gengs_lightning.estimators.Estimator.examples`, as torch.distributions' tests run over
+``_get_examples()``); its checks are functions that a test of an estimator registered later can call.
+The second part checks the GenGS kinds against independent reference tables on every window.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from estimators.estimator_testing import (
     U32,
     U64,
     Case,
+    Example,
     count_params,
     linear_objective,
     make_prior,
@@ -20,12 +27,153 @@ from estimators.estimator_testing import (
     reference_count_log_table,
     reference_outside_mass,
     reference_vector_log_table,
+    registry_examples,
 )
 
-from gengs_lightning.distributions import Prior, Window, compositions
-from gengs_lightning.estimators import EstimatorOutput, GenGSExplicit
+from gengs_lightning.distributions import FAMILIES, Prior, UntruncatedPosterior, Window, compositions
+from gengs_lightning.estimators import EstimatorOutput, GenGSExplicit, registered
 
 BATCH, DIM = 4, 2
+
+# ==================================================================================================
+# Every registered estimator
+# ==================================================================================================
+
+EXAMPLES = registry_examples()
+
+
+def run_example(example: Example, num_samples: int = 1, training: bool = True, kl: bool = True):
+    """Build the example on its family's prior and run it on seeded random params: (estimator, params, output)."""
+    estimator = example.build(num_samples).train(training)
+    prior = make_prior(example.family)
+    params = random_params(estimator, prior, BATCH, DIM, seed=0)
+    torch.manual_seed(1)
+    return estimator, params, estimator(params, linear_objective, prior, kl=kl)
+
+
+def assert_outcomes_of(family: str, sample: torch.Tensor, posterior) -> None:
+    """Each sample is an outcome of the family: a count (of the posterior's window, if any) or a valid vector."""
+    assert torch.equal(sample, sample.round()), f"non-integer sample values {sample.unique()}"
+    if family in COUNT_FAMILIES:
+        window = getattr(posterior, "window", None)
+        low, high = (window.low, window.high) if window is not None else (0, float("inf"))
+        assert sample.min() >= low and sample.max() <= high, f"samples {sample.unique().tolist()} outside {window}"
+    elif family == "categorical":
+        assert ((sample == 0) | (sample == 1)).all() and torch.equal(sample.sum(-1), torch.ones(sample.shape[:-1]))
+    else:
+        total = make_prior("multinomial").structural["total_count"]
+        assert (sample >= 0).all() and torch.equal(sample.sum(-1), torch.full(sample.shape[:-1], float(total)))
+
+
+def check_output_contract(example: Example, num_samples: int) -> None:
+    """Shapes, finite values, the objective at the reported samples, detached stats, a finite nonzero gradient."""
+    estimator, params, out = run_example(example, num_samples)
+    samples = estimator.num_samples
+    assert isinstance(out, EstimatorOutput)
+    assert out.sample.shape == (samples, BATCH, DIM, *event_shape(example))
+    assert out.objective.shape == (samples, BATCH)
+    assert out.kl.shape == (BATCH,) and out.loss.shape == (BATCH,)
+    assert torch.isfinite(out.kl).all() and torch.isfinite(out.loss).all()
+    assert out.surrogate.dim() == 0 and torch.isfinite(out.surrogate)
+    assert torch.equal(out.objective, linear_objective(out.sample))
+    assert all(torch.isfinite(value) and not value.requires_grad for value in out.stats.values())
+    if estimator.relaxed:
+        assert out.sample.requires_grad
+        if not getattr(estimator, "hard", False):
+            assert not torch.equal(out.sample.detach(), out.sample.detach().round()), "relaxed samples are outcomes"
+    else:
+        assert_outcomes_of(example.family, out.sample, out.posterior)
+    out.surrogate.backward()
+    assert params.grad is not None and torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
+
+
+def check_eval_contract(example: Example) -> None:
+    """Eval mode: exact outcomes without gradient; the KL still trains the encoder."""
+    _, params, out = run_example(example, num_samples=3, training=False)
+    assert_outcomes_of(example.family, out.sample, out.posterior)
+    assert not out.sample.requires_grad
+    out.surrogate.backward()
+    assert torch.isfinite(params.grad).all()
+
+
+def check_without_kl(example: Example) -> None:
+    """``kl=False``: a zero KL term and a finite gradient."""
+    _, params, out = run_example(example, num_samples=3, kl=False)
+    assert torch.equal(out.kl, torch.zeros(BATCH))
+    out.surrogate.backward()
+    assert torch.isfinite(params.grad).all()
+
+
+def check_unbiased(example: Example, draws: int = 4000) -> None:
+    """The mean of ``draws`` independent gradient estimates is the exact gradient of ``E_q f + KL``, within 5 SE.
+
+    The draws are the rows of one batch (one latent dimension, the same encoder output in every row): the
+    surrogate is a batch mean, so ``B * grad`` of a row is that row's estimate.
+    """
+    estimator = example.build(2).train()
+    prior = make_prior(example.family)
+    raw = random_params(estimator, prior, 1, 1, seed=2).detach()
+    params = raw.expand(draws, 1, -1).clone().requires_grad_()
+    torch.manual_seed(3)
+    estimator(params, linear_objective, prior).surrogate.backward()
+    estimates = params.grad[:, 0].double() * draws
+    exact_raw = raw.clone().requires_grad_()
+    posterior = estimator.posterior(exact_raw, prior)
+    table = posterior.widen() if isinstance(posterior, UntruncatedPosterior) else posterior
+    outcomes = table.outcomes.reshape(table.num_outcomes, 1, 1, -1)
+    expected_f = (
+        table.pmf.reshape(-1) * linear_objective(outcomes.squeeze(-1) if not event_shape(example) else outcomes)[:, 0]
+    ).sum()
+    kl = torch.distributions.kl_divergence(posterior, estimator.prior_distribution(posterior, prior)).sum()
+    (exact,) = torch.autograd.grad(expected_f + kl, exact_raw)
+    mean, se = estimates.mean(0), estimates.std(0) / draws**0.5
+    tolerance = 5 * se + 1e-4 * (exact[0, 0].double().abs() + 1)
+    assert ((mean - exact[0, 0].double()).abs() <= tolerance).all(), (
+        f"mean {mean} vs exact {exact[0, 0]} (5 SE {5 * se})"
+    )
+
+
+def event_shape(case) -> tuple[int, ...]:
+    return (3,) if case.family in ("categorical", "multinomial") else ()
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_registered_output_contract(example: Example, num_samples: int):
+    check_output_contract(example, num_samples)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_registered_eval_contract(example: Example):
+    check_eval_contract(example)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_registered_without_kl(example: Example):
+    check_without_kl(example)
+
+
+UNBIASED = [e for e in EXAMPLES if e.cls.unbiased and e.family in ("poisson", "categorical")]
+
+
+@pytest.mark.parametrize("example", UNBIASED, ids=lambda e: e.id)
+def test_registered_unbiased_estimators_are_unbiased(example: Example):
+    check_unbiased(example)
+
+
+@pytest.mark.parametrize("cls", registered(), ids=lambda c: c.__name__)
+def test_registered_classes_describe_themselves(cls):
+    """Families among the package's, at least one example, and fewer than ``min_samples`` samples refused."""
+    assert cls.examples() and set(cls.families) <= set(FAMILIES)
+    assert isinstance(cls.unbiased, bool) and isinstance(cls.relaxed, bool)
+    if cls.min_samples > 1:
+        with pytest.raises(ValueError, match=rf"num_samples.*{cls.min_samples}.*got {cls.min_samples - 1}"):
+            cls(num_samples=cls.min_samples - 1, **cls.examples()[0])
+
+
+# ==================================================================================================
+# The GenGS kinds in detail
+# ==================================================================================================
 
 
 def run(case: Case, num_samples: int = 1, training: bool = True, kl: bool = True, seed: int = 0, **kwargs):
@@ -37,10 +185,6 @@ def run(case: Case, num_samples: int = 1, training: bool = True, kl: bool = True
     torch.manual_seed(seed + 1)
     out = estimator(params, linear_objective, prior, kl=kl)
     return estimator, prior, params, out
-
-
-def event_shape(case: Case) -> tuple[int, ...]:
-    return (3,) if case.family in ("categorical", "multinomial") else ()
 
 
 def expected_window(case: Case, out: EstimatorOutput) -> Window:

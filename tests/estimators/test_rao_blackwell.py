@@ -24,8 +24,8 @@ from torch.distributions import kl_divergence
 from gengs_lightning.callbacks import TemperatureSchedule
 from gengs_lightning.data import Digits, ToyTargets
 from gengs_lightning.distributions import Prior
-from gengs_lightning.estimators import EstimatorOutput
-from gengs_lightning.estimators.rao_blackwell import MAX_SET_SIZE, GenGSRB, StoRB, UnOrd, unordered_set_probabilities
+from gengs_lightning.estimators import EstimatorOutput, GenGSRB, StoRB, UnOrd
+from gengs_lightning.estimators.rao_blackwell import MAX_SET_SIZE, unordered_set_probabilities
 from gengs_lightning.models import ToyTask
 
 BATCH, DIM = 4, 2
@@ -490,7 +490,10 @@ def test_bad_num_summed(value):
 
 @pytest.mark.parametrize("value", [0, 1, MAX_SET_SIZE + 1, 2.0, True, "3"], ids=repr)
 def test_bad_unord_set_size(value):
-    with pytest.raises(ValueError, match=rf"num_samples \(the set size k.*2 <= k <= 6.*got {re.escape(repr(value))}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"num_samples \(the set size k of UnOrd.*\) must be an integer in \[2, 6\], got {re.escape(repr(value))}",
+    ):
         UnOrd(num_samples=value)
 
 
