@@ -225,16 +225,13 @@ class REBAR(ControlVariateEstimator):
     over ``num_samples`` independent triples ``(b, z, z~)``. ``eta`` (starting at ``eta``) and
     ``log lambda`` (starting at ``log tau``) are trained to minimise the estimate's variance.
 
-    Samples from: the posterior of the prior's family truncated on the window (exact draws ``b``; the
-    relaxed values only enter the control variate). KL: closed form between the truncated posterior
-    and the truncated prior on the same window (journal Proposition 6). The learned ``lambda`` is
-    written into ``tau`` every forward pass and a temperature schedule has no effect (see
-    :class:`ControlVariateEstimator`).
+    Samples (exact draws ``b`` of the truncated table), KL and the learned temperature: see
+    :class:`ControlVariateEstimator`.
 
     Args:
-        window: Truncation level ``n`` or window ``[a, b]`` (``None``: see :class:`ControlVariateEstimator`).
+        window: Truncation level ``n`` or window ``[a, b]`` (see :class:`ControlVariateEstimator`).
         num_samples: Independent estimates per example, averaged.
-        tau: Initial temperature ``lambda`` of the relaxation.
+        tau: Initial temperature ``lambda``.
         lr: Learning rate of ``eta`` and ``log lambda``.
         eta: Initial scale of the control variate.
 
@@ -303,16 +300,13 @@ class RELAX(ControlVariateEstimator):
     as REBAR with ``eta = 1``. ``phi = (log lambda, psi)`` is trained to minimise the estimate's
     variance with learning rate ``lr``.
 
-    Samples from: the posterior of the prior's family truncated on the window (exact draws ``b``; the
-    relaxed values only enter the control variate). KL: closed form between the truncated posterior
-    and the truncated prior on the same window (journal Proposition 6). The learned ``lambda`` is
-    written into ``tau`` every forward pass and a temperature schedule has no effect (see
-    :class:`ControlVariateEstimator`).
+    Samples (exact draws ``b`` of the truncated table), KL and the learned temperature: see
+    :class:`ControlVariateEstimator`.
 
     Args:
-        window: Truncation level ``n`` or window ``[a, b]`` (``None``: see :class:`ControlVariateEstimator`).
+        window: Truncation level ``n`` or window ``[a, b]`` (see :class:`ControlVariateEstimator`).
         num_samples: Independent estimates per example, averaged.
-        tau: Initial temperature ``lambda`` of the relaxation.
+        tau: Initial temperature ``lambda``.
         lr: Learning rate of ``log lambda`` and ``psi``.
         hidden: Hidden layer widths of ``r_psi`` (tanh activations; at least one layer).
 

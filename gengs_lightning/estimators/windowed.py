@@ -168,7 +168,9 @@ class WindowedEstimator(Estimator):
             return kl_divergence(posterior, prior_table).sum(-1)
         return params.new_zeros(params.shape[0])
 
-    def truncation_stats(self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily, prior: Prior):
+    def truncation_stats(
+        self, posterior: TruncatedDiscrete, prior_table: DiscreteFamily, prior: Prior
+    ) -> dict[str, Tensor]:
         """:func:`truncation_stats`, with the prior's tail mass for implicit posteriors (their logits have none)."""
         return truncation_stats(posterior, prior, prior_table.tail_mass if self.implicit else None)
 
