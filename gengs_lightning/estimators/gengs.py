@@ -29,14 +29,8 @@ class GenGSEstimator(RelaxedEstimator):
     exact discrete sample (eval), evaluate the objective and add the closed-form KL between the
     posterior and the prior truncated on the same window (journal Proposition 6). The reported and
     differentiated loss is ``mean_S objective(z) + KL``. Subclasses say how the posterior is built
-    (:class:`~gengs_lightning.estimators.windowed.WindowedEstimator`).
-
-    Args:
-        window: Truncation level ``n`` or window ``[a, b]``; ``None`` takes the whole support of finite
-            families and otherwise the smallest window holding ``1 - 1e-6`` of the prior.
-        num_samples: Latent samples per example.
-        tau: Initial temperature.
-        hard: Straight-through: discrete forward values, relaxed gradients.
+    (:class:`~gengs_lightning.estimators.windowed.WindowedEstimator`); the arguments are those of
+    :class:`~gengs_lightning.estimators.windowed.RelaxedEstimator`.
     """
 
     def relaxed_sample(self, posterior: TruncatedDiscrete, params: Tensor) -> Tensor:

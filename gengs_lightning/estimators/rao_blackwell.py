@@ -196,6 +196,25 @@ class _SetEstimator(RaoBlackwellEstimator):
     def _shape(self) -> tuple[int, int]:
         """Independent repetitions ``R`` and draws per dimension ``k``."""
 
+    def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:
+        """``k`` distinct draws per dimension need a table of at least ``k`` categories.
+
+        Raises:
+            ValueError: Naming the argument, the posterior's window and size, and what is accepted.
+        """
+        n, k = posterior.num_outcomes, self._shape()[1]
+        if k > n:
+            argument, accepted = self._draws_described(n)
+            where = f"window {posterior.window}" if posterior.window is not None else "its outcome table"
+            raise ValueError(
+                f"{argument} needs {k} distinct categories per dimension: the {prior.family.family_name} "
+                f"posterior on {where} has n={n}; accepted: {accepted}"
+            )
+
+    @abstractmethod
+    def _draws_described(self, n: int) -> tuple[str, str]:
+        """For the message of :meth:`check_table`: the argument that sets ``k`` and its accepted range."""
+
     def _num_exact(self) -> int:
         """How many of the ``k`` draws are weighted exactly (logged as the mean mass ``rb_mass``)."""
         return self._shape()[1]
@@ -314,15 +333,8 @@ class StoRB(_SetEstimator):
         self.num_summed = num_summed
         self.builtin_baseline = check_bool("builtin_baseline", builtin_baseline)
 
-    def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:
-        n = posterior.num_outcomes
-        if self.num_summed >= n:
-            where = f"window {posterior.window}" if posterior.window is not None else "its outcome table"
-            raise ValueError(
-                f"num_summed={self.num_summed} needs a table of more categories: the {prior.family.family_name} "
-                f"posterior on {where} has n={n}, and StoRB sums m categories and samples one more; "
-                f"accepted: 1 <= num_summed <= n - 1 = {n - 1}"
-            )
+    def _draws_described(self, n: int) -> tuple[str, str]:
+        return f"num_summed={self.num_summed} (m summed and one sampled)", f"1 <= num_summed <= n - 1 = {n - 1}"
 
     def _shape(self) -> tuple[int, int]:
         return self.num_samples, self.num_summed + 1
@@ -405,15 +417,8 @@ class UnOrd(_SetEstimator):
         super().__init__(window=window, num_samples=num_samples, tau=tau)
         self.builtin_baseline = check_bool("builtin_baseline", builtin_baseline)
 
-    def check_table(self, posterior: TruncatedDiscrete, prior: Prior) -> None:
-        n = posterior.num_outcomes
-        if self.num_samples > n:
-            where = f"window {posterior.window}" if posterior.window is not None else "its outcome table"
-            raise ValueError(
-                f"num_samples (set size k={self.num_samples}) exceeds the number of categories: the "
-                f"{prior.family.family_name} posterior on {where} has n={n}, and UnOrd draws k distinct ones; "
-                f"accepted: 2 <= k <= min(n, {MAX_SET_SIZE})"
-            )
+    def _draws_described(self, n: int) -> tuple[str, str]:
+        return f"num_samples (set size k={self.num_samples})", f"2 <= k <= min(n, {MAX_SET_SIZE})"
 
     def _shape(self) -> tuple[int, int]:
         return 1, self.num_samples
