@@ -37,7 +37,7 @@ def fit(tmp_path, *flags: str) -> subprocess.CompletedProcess:
         ),
         (
             [f"--model.estimator={GENGS}GenGSNonparametric", "--model.estimator.eps", "1.5"],
-            "--model.estimator.eps 1.5: eps is the tail mass left outside the window and must be in (0, 1), got 1.5",
+            "--model.estimator.eps 1.5: eps (the tail mass left outside the window) must be a number in (0, 1), got 1.5",
         ),
         (
             ["--model.target.params", "{rate: -1}"],
