@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from gengs_lightning.estimators.registry import class_path, registered
+
 #: The keys of a study file.
 STUDY_KEYS = ("name", "title", "command", "args", "budgets", "grid", "exclude", "report")
 #: Flags whose value depends on the machine, not on the run (left out of the argument hash).
@@ -173,6 +175,10 @@ class Study:
         if not isinstance(grid, Mapping) or not grid:
             raise StudyError(f"{path}: grid must name at least one axis")
         axes = {str(axis): _settings(path, str(axis), spec) for axis, spec in grid.items()}
+        _check_estimators(f"{path}: args", _flags(f"{path}: args", data.get("args")))
+        for settings in axes.values():
+            for setting in settings:
+                _check_estimators(f"{path}: grid.{setting.axis}.{setting.name}", setting.flags)
         return cls(
             name=name,
             path=path,
@@ -236,6 +242,28 @@ class Study:
                 args.append(f"{flag}={value}")
             runs.append(Run(self.name, tuple(settings), tuple(args)))
         return runs
+
+
+#: The package's own estimators are named by class paths under this prefix.
+ESTIMATOR_PREFIX = "gengs_lightning.estimators."
+
+
+def _check_estimators(where: str, flags: Mapping[str, str]) -> None:
+    """Refuse an estimator flag naming a ``gengs_lightning.estimators`` class the registry does not hold.
+
+    A typo then stops the study at load time, not one run after hours of others; class paths of a
+    user's own package are left for the CLI to import.
+
+    Raises:
+        StudyError: Naming the entry, the flag and the registered estimators.
+    """
+    for flag, value in flags.items():
+        if not (flag.endswith(".estimator") and value.startswith(ESTIMATOR_PREFIX)):
+            continue
+        known = [class_path(cls) for cls in registered()]
+        if value not in known:
+            names = ", ".join(path.removeprefix(ESTIMATOR_PREFIX) for path in known)
+            raise StudyError(f"{where}: {flag} names {value!r}, not a registered estimator; accepted: {names}")
 
 
 def _settings(path: Path, axis: str, spec: Any) -> list[Setting]:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from helpers import CONFIGS, REPO
 
+from gengs_lightning.estimators.registry import class_path, registered
 from gengs_lightning.study import Layout, Study, StudyError, merge, run_study, write_report
 from gengs_lightning.study.__main__ import main as study_main
 from gengs_lightning.study.runner import _status, pending, run_state, thin
@@ -100,11 +101,31 @@ def test_grid_expands_in_file_order_with_configs_first_and_later_flags_winning(t
         ({"args": {"--trainer.logger.init_args.save_dir": "x"}}, "set by the study runner"),
         ({"args": {"max_steps": 3}}, "is not a flag"),
         ({"grid": {"seed": {"flag": "--seed_everything", "values": []}}}, "values must be a non-empty list"),
+        (
+            {"grid": {"estimator": {"GS": {"--model.estimator": "gengs_lightning.estimators.GumbelSoftmx"}}}},
+            "grid.estimator.GS: --model.estimator names 'gengs_lightning.estimators.GumbelSoftmx', not a registered "
+            "estimator; accepted: ",
+        ),
+        (
+            {"args": {"--model.init_args.estimator": "gengs_lightning.estimators.Reinforse"}},
+            "args: --model.init_args.estimator names 'gengs_lightning.estimators.Reinforse'",
+        ),
     ],
 )
 def test_bad_study_files_are_refused_with_the_entry(tmp_path, change, message):
     with pytest.raises(StudyError, match=re.escape(message)):
         Study.load(write_study(tmp_path / "bad.yaml", **change))
+
+
+def test_estimators_of_other_packages_are_left_to_the_cli_and_the_accepted_list_is_the_registry(tmp_path):
+    grid = {"estimator": {"mine": {"--model.estimator": "my_package.MyEstimator"}}}
+    assert Study.load(write_study(tmp_path / "own.yaml", grid=grid)).axes["estimator"][0].name == "mine"
+    grid = {"estimator": {"typo": {"--model.estimator": "gengs_lightning.estimators.GenGS"}}}
+    with pytest.raises(StudyError) as error:
+        Study.load(write_study(tmp_path / "typo.yaml", grid=grid))
+    accepted = str(error.value).split("accepted: ")[1].split(", ")
+    assert accepted == [class_path(cls).removeprefix("gengs_lightning.estimators.") for cls in registered()]
+    assert {"GenGSExplicit", "GenGSImplicit", "Reinforce", "VIMCO", "REBAR", "UnOrd"} <= set(accepted)
 
 
 def test_unknown_budget_names_the_accepted_ones(tmp_path):
