@@ -3,7 +3,7 @@
 One file per family of estimators: :mod:`.gengs` (the GenGS kinds, GenGS-RB included),
 :mod:`.gumbel_softmax`, :mod:`.igr`, :mod:`.score_function` (REINFORCE, RF*, VIMCO),
 :mod:`.control_variates` (NVIL, MuProp, REBAR, RELAX), :mod:`.rao_blackwell` (StoRB, UnOrd) and
-:mod:`.straight_through` (ReinMax, Gumbel-Rao), on the
+:mod:`.straight_through` (ReinMax, Gapped ST, Gumbel-Rao), on the
 interface of :mod:`.base` and the windowed base of :mod:`.windowed`; :mod:`.registry` lists them.
 """
 
@@ -37,12 +37,18 @@ from gengs_lightning.estimators.igr import IGR
 from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, StoRB, UnOrd
 from gengs_lightning.estimators.registry import register, registered
 from gengs_lightning.estimators.score_function import VIMCO, Reinforce, ReinforceLOO, ScoreFunctionEstimator
-from gengs_lightning.estimators.straight_through import GumbelRao, ReinMax, StraightThroughEstimator
+from gengs_lightning.estimators.straight_through import (
+    GappedStraightThrough,
+    GumbelRao,
+    ReinMax,
+    StraightThroughEstimator,
+)
 from gengs_lightning.estimators.windowed import WindowedEstimator, check_window, edge_mass, truncation_stats
 
 __all__ = [
     "IGR",
     "GumbelSoftmax",
+    "GappedStraightThrough",
     "GumbelRao",
     "ReinMax",
     "StraightThroughEstimator",

@@ -1,8 +1,10 @@
-"""The straight-through family since 2019 on a window's outcome table: ReinMax and Gumbel-Rao.
+"""The straight-through family since 2019 on a window's outcome table: ReinMax, Gapped ST and Gumbel-Rao.
 
 Both return exact outcomes of the posterior table forward and differ in the gradient they pass back:
 
 * :class:`ReinMax` (Liu et al., NeurIPS 2023): a second-order (Heun) correction of straight-through;
+* :class:`GappedStraightThrough` (Fan et al., ICML 2022): ST-Gumbel-Softmax with the Gumbel noise replaced
+  by a deterministic perturbation of the logits given the hard sample;
 * :class:`GumbelRao` (Paulus, Maddison and Krause, ICLR 2021): the straight-through Gumbel-Softmax
   gradient averaged over ``k`` Gumbel draws conditioned on the hard sample (Rao-Blackwellised).
 
@@ -223,3 +225,75 @@ class GumbelRao(StraightThroughEstimator):
 
     def extra_repr(self) -> str:
         return f"k={self.k}, {super().extra_repr()}"
+
+
+def gapped_logits(logits: Tensor, one_hot: Tensor, gap: float) -> Tensor:
+    """The gapped perturbation of ``logits`` given the draw ``D`` (Fan et al. 2022), held constant.
+
+    ``m1 = (max theta - theta) * D`` lifts the drawn category to the largest logit;
+    ``m2 = relu(theta - max theta + gap) * (1 - D)`` lowers every other category to at most ``gap`` below it.
+    Returns ``theta + m1 - m2`` with the perturbation held constant (``theta``'s gradient passes unchanged):
+    its argmax is ``D`` with a margin of at least ``gap``.
+    """
+    with torch.no_grad():
+        top = logits.amax(-1, keepdim=True)
+        lift = (top - logits) * one_hot
+        lower = torch.relu(logits - top + gap) * (1 - one_hot)
+        perturbation = lift - lower
+    return logits + perturbation
+
+
+@register
+class GappedStraightThrough(StraightThroughEstimator):
+    """Gapped straight-through, GST (Fan et al., ICML 2022): ST-Gumbel-Softmax with a deterministic perturbation.
+
+    From "Training Discrete Deep Generative Models via Gapped Straight-Through Estimator". ST-Gumbel-Softmax's
+    gradient ``d softmax((theta + G) / tau) / d theta`` needs noise ``G`` consistent with
+    the hard sample ``D``; GST replaces it by a deterministic perturbation ``m(theta, D)`` with the two
+    properties Fan et al. identify: ``argmax(theta + m) = D`` and a gap of at least ``gap``
+    between the drawn category and the others (:func:`gapped_logits`; ``m`` is held constant). The
+    gradient is that of ``softmax((theta + m) / tau) @ c``, a function of ``D`` alone, so it has none of
+    the noise's variance; like ST-GS it is biased.
+
+    Samples from: the posterior table of the window (explicit or, with ``implicit``, free logits),
+    ``theta = log pi``, ``D`` an exact draw by Gumbel-max, mapped to ``z = D @ c``. KL: closed form between
+    the posterior table and the prior truncated on the same window (journal Proposition 6). Cost:
+    ``num_samples`` objective evaluations per example and step.
+
+    Args:
+        window: Truncation level ``n`` or window ``[a, b]``, or ``None``.
+        num_samples: Latent samples per example.
+        tau: Initial temperature.
+        implicit: Free logits over the window's outcomes instead of the family's parameters.
+        gap: The margin ``kappa > 0`` between the drawn category's perturbed logit and the others (default
+            1, as in GST's reference implementations).
+
+    Raises:
+        ValueError: For ``gap <= 0``, and as :class:`StraightThroughEstimator`.
+    """
+
+    @classmethod
+    def examples(cls) -> tuple[dict[str, Any], ...]:
+        return ({}, {"implicit": True, "gap": 2.0})
+
+    def __init__(
+        self,
+        window: WindowArg = None,
+        num_samples: int = 1,
+        tau: float = 1.0,
+        implicit: bool = False,
+        gap: float = 1.0,
+    ):
+        super().__init__(window=window, num_samples=num_samples, tau=tau, implicit=implicit)
+        self.gap = float(check_number("gap", gap, 0, meaning="the margin of the gapped perturbation"))
+
+    def straight_through(self, logits: Tensor, outcomes: Tensor) -> Tensor:
+        """``c[D]`` with ``D`` by Gumbel-max, and the gradient of ``softmax(gapped_logits / tau) @ c``."""
+        with torch.no_grad():
+            index = (sample_gumbel(logits.shape, logits.dtype, logits.device) + logits).argmax(-1)
+            one_hot = torch.zeros_like(logits).scatter_(-1, index.unsqueeze(-1), 1.0)
+        soft = (gapped_logits(logits, one_hot, self.gap) / self.tau.to(logits)).softmax(-1) @ outcomes
+        return outcomes[index] + (soft - soft.detach())
+
+    def extra_repr(self) -> str:
+        return f"gap={self.gap}, {super().extra_repr()}"

@@ -1,4 +1,4 @@
-"""ReinMax and Gumbel-Rao: the differential test against the ``reinmax`` package, bias and variance on the toy
+"""ReinMax, Gapped ST and Gumbel-Rao: the differential test against the ``reinmax`` package, bias and variance on the toy
 families against the exact gradient, and Gumbel-Rao's variance against ST-GS's.
 
 Every Monte Carlo tolerance is a multiple of a standard error estimated from the same draws; the
@@ -12,10 +12,11 @@ import warnings
 
 import pytest
 import torch
-from estimators.estimator_testing import U32, linear_objective, make_prior, quadratic_objective, random_params
+from estimators.estimator_testing import U32, U64, linear_objective, make_prior, quadratic_objective, random_params
 
 from gengs_lightning.distributions import floor_log_pmf
-from gengs_lightning.estimators import GenGSStraightThrough, GumbelRao, ReinMax
+from gengs_lightning.estimators import GappedStraightThrough, GenGSStraightThrough, GumbelRao, ReinMax
+from gengs_lightning.estimators.straight_through import gapped_logits
 
 reinmax_package = pytest.importorskip("reinmax")
 
@@ -91,6 +92,48 @@ def test_reinmax_holds_a_schedule_below_one_at_one_with_one_warning():
     assert estimator.tau.item() == 3.0
     with pytest.raises(ValueError, match=r"temperature tau must be a finite number > 0, got 0.0"):
         estimator.set_temperature(0.0)
+
+
+def test_gapped_st_refuses_a_gap_that_is_not_positive():
+    with pytest.raises(ValueError, match=r"gap \(the margin of the gapped perturbation\) must be a finite number > 0"):
+        GappedStraightThrough(gap=0.0)
+
+
+def test_gapped_perturbation_puts_the_draw_on_top_by_the_gap():
+    """``argmax(theta + m) = D``, every other perturbed logit at least ``gap`` below, unchanged if already so."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 7, generator=generator, dtype=torch.float64) * 3
+    index = torch.randint(0, 7, (500,), generator=generator)
+    one_hot = torch.nn.functional.one_hot(index, 7).double()
+    perturbed = gapped_logits(logits, one_hot, 1.5)
+    drawn = perturbed.gather(-1, index[:, None])
+    top = logits.amax(-1)
+    # theta_D + (max theta - theta_D): two float64 roundings of magnitude |max theta| + |theta_D|.
+    assert ((drawn[:, 0] - top).abs() <= 2 * U64 * (top.abs() + logits.gather(-1, index[:, None])[:, 0].abs())).all()
+    others = perturbed.masked_fill(one_hot.bool(), -math.inf)
+    assert (drawn - others.amax(-1, keepdim=True) >= 1.5 - 1e-12).all()
+    untouched = (logits <= drawn - 1.5) & ~one_hot.bool()
+    assert torch.equal(perturbed[untouched], logits[untouched])
+    # The perturbation is held constant: the gradient passes to theta unchanged.
+    theta = logits.clone().requires_grad_()
+    gapped_logits(theta, one_hot, 1.5).sum().backward()
+    assert torch.equal(theta.grad, torch.ones_like(theta))
+
+
+@pytest.mark.parametrize("family", ["poisson", "multinomial"])
+def test_gapped_st_gradient_is_a_function_of_the_draw(family):
+    """GST has no noise besides ``D``: estimates with the same draw are equal (to float64 rounding)."""
+    estimator = GappedStraightThrough(window=TOY[family], tau=0.7)
+    prior = make_prior(family)
+    raw = random_params(estimator, prior, 1, 1, seed=2).detach().double()
+    params = raw.expand(400, 1, -1).clone().requires_grad_()
+    torch.manual_seed(8)
+    out = estimator.train()(params, quadratic_objective, prior, kl=False)
+    out.surrogate.backward()
+    samples = out.sample.detach().reshape(400, -1)
+    for value in samples.unique(dim=0):
+        rows = params.grad[(samples == value).all(-1), 0]
+        assert (rows - rows[0]).abs().max() <= 64 * U64 * rows.abs().max()
 
 
 def test_gumbel_rao_refuses_k_below_one():
@@ -191,6 +234,7 @@ def test_gumbel_rao_variance_is_at_most_st_gs_and_falls_with_k(family, tau):
 ESTIMATORS = {
     "ReinMax(tau=1)": lambda window: ReinMax(window=window, tau=1.0),
     "GumbelRao(tau=1,k=10)": lambda window: GumbelRao(window=window, tau=1.0, k=10),
+    "GST(tau=1,gap=1)": lambda window: GappedStraightThrough(window=window, tau=1.0),
     "ST-GS(tau=1)": lambda window: GenGSStraightThrough(window=window, tau=1.0),
 }
 
