@@ -1,6 +1,6 @@
 """The straight-through family since 2019 on a window's outcome table: ReinMax, Gapped ST and Gumbel-Rao.
 
-Both return exact outcomes of the posterior table forward and differ in the gradient they pass back:
+All three return exact outcomes of the posterior table forward and differ in the gradient they pass back:
 
 * :class:`ReinMax` (Liu et al., NeurIPS 2023): a second-order (Heun) correction of straight-through;
 * :class:`GappedStraightThrough` (Fan et al., ICML 2022): ST-Gumbel-Softmax with the Gumbel noise replaced
@@ -19,6 +19,7 @@ prior (one-hot outcomes) this is the authors' setting exactly.
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -66,9 +67,9 @@ class StraightThroughEstimator(RelaxedEstimator):
         logits = logits.expand((self.num_samples,) + logits.shape)
         return self.straight_through(logits, posterior.outcomes.to(logits))
 
-    def straight_through(self, logits: Tensor, outcomes: Tensor) -> Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def straight_through(self, logits: Tensor, outcomes: Tensor) -> Tensor:
         """An exact draw ``c[I]``, ``I ~ softmax(logits)``, ``(...)`` or ``(..., K)``, with the surrogate gradient."""
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"implicit={self.implicit}, {super().extra_repr()}"
