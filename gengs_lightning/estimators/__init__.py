@@ -2,8 +2,8 @@
 
 One file per family of estimators: :mod:`.gengs` (the GenGS kinds, GenGS-RB included),
 :mod:`.gumbel_softmax`, :mod:`.igr`, :mod:`.score_function` (REINFORCE, RF*, VIMCO),
-:mod:`.control_variates` (NVIL, MuProp, REBAR, RELAX), :mod:`.rao_blackwell` (StoRB, UnOrd) and
-:mod:`.straight_through` (ReinMax, Gapped ST, Gumbel-Rao), on the
+:mod:`.control_variates` (NVIL, MuProp, REBAR, RELAX), :mod:`.rao_blackwell` (StoRB, UnOrd),
+:mod:`.straight_through` (ReinMax, Gapped ST, Gumbel-Rao) and :mod:`.indecater` (IndeCateR), on the
 interface of :mod:`.base` and the windowed base of :mod:`.windowed`; :mod:`.registry` lists them.
 """
 
@@ -34,6 +34,7 @@ from gengs_lightning.estimators.gengs import (
 )
 from gengs_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from gengs_lightning.estimators.igr import IGR
+from gengs_lightning.estimators.indecater import IndeCateR
 from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, StoRB, UnOrd
 from gengs_lightning.estimators.registry import register, registered
 from gengs_lightning.estimators.score_function import VIMCO, Reinforce, ReinforceLOO, ScoreFunctionEstimator
@@ -47,6 +48,7 @@ from gengs_lightning.estimators.windowed import WindowedEstimator, check_window,
 
 __all__ = [
     "IGR",
+    "IndeCateR",
     "GumbelSoftmax",
     "GappedStraightThrough",
     "GumbelRao",
