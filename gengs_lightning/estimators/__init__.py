@@ -3,7 +3,8 @@
 One file per family of estimators: :mod:`.gengs` (the GenGS kinds, GenGS-RB included),
 :mod:`.gumbel_softmax`, :mod:`.igr`, :mod:`.score_function` (REINFORCE, RF*, VIMCO),
 :mod:`.control_variates` (NVIL, MuProp, REBAR, RELAX), :mod:`.rao_blackwell` (StoRB, UnOrd),
-:mod:`.straight_through` (ReinMax, Gapped ST, Gumbel-Rao) and :mod:`.indecater` (IndeCateR), on the
+:mod:`.straight_through` (ReinMax, Gapped ST, Gumbel-Rao), :mod:`.indecater` (IndeCateR) and
+:mod:`.go_gradient` (GO gradient), on the
 interface of :mod:`.base` and the windowed base of :mod:`.windowed`; :mod:`.registry` lists them.
 """
 
@@ -32,6 +33,7 @@ from gengs_lightning.estimators.gengs import (
     GenGSRB,
     GenGSStraightThrough,
 )
+from gengs_lightning.estimators.go_gradient import GOGradient
 from gengs_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from gengs_lightning.estimators.igr import IGR
 from gengs_lightning.estimators.indecater import IndeCateR
@@ -48,6 +50,7 @@ from gengs_lightning.estimators.windowed import WindowedEstimator, check_window,
 
 __all__ = [
     "IGR",
+    "GOGradient",
     "IndeCateR",
     "GumbelSoftmax",
     "GappedStraightThrough",
