@@ -72,6 +72,25 @@ def check_num_samples(num_samples: int, minimum: int = 1, owner: str = "the esti
     return num_samples
 
 
+class CountedObjective:
+    """An objective that counts the samples it is evaluated at.
+
+    Args:
+        objective: ``z -> (S', B)`` losses.
+
+    Attributes:
+        evaluations: The sum of ``S'`` over the calls so far: objective evaluations per example.
+    """
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+        self.evaluations = 0
+
+    def __call__(self, z: Tensor) -> Tensor:
+        self.evaluations += z.shape[0]
+        return self.objective(z)
+
+
 @dataclass
 class EstimatorOutput:
     """What an estimator returns to the model.
@@ -170,6 +189,19 @@ class Estimator(nn.Module, ABC):
         Returns:
             The samples, losses, KL and surrogate.
         """
+
+    def __call__(self, params: Tensor, objective: Objective, prior: Prior, kl: bool = True) -> EstimatorOutput:
+        """Run :meth:`forward` and add its objective evaluations per example to ``stats``.
+
+        Every call of ``objective`` on ``(S', B, ...)`` samples counts ``S'`` (:class:`CountedObjective`), so
+        ``stats["objective_evals"]`` is the estimator's cost in one measure whatever it does (in training 1
+        for Gumbel-Softmax, ``S`` for ``S``-sample REINFORCE, ``S (1 + D m)`` for StoRB; ``S`` in eval mode,
+        which draws ``num_samples`` exact samples), and estimators can be compared at equal cost.
+        """
+        counted = CountedObjective(objective)
+        out = super().__call__(params, counted, prior, kl=kl)
+        out.stats["objective_evals"] = torch.tensor(float(counted.evaluations))
+        return out
 
     def optimizer_options(self) -> dict[str, Any]:
         """Optimizer settings for this estimator's own parameters (their parameter group), e.g. ``{"lr": 1e-3}``.

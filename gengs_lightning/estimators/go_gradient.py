@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from gengs_lightning.distributions import COUNT_FAMILIES, TruncatedDiscrete, floor_log_pmf
+from gengs_lightning.distributions import COUNT_FAMILIES, TruncatedDiscrete
 from gengs_lightning.estimators.base import Objective
 from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, substitute
 from gengs_lightning.estimators.registry import register
-from gengs_lightning.estimators.windowed import WindowArg
 
 
 def cdf_gradient_carrier(log_pmf: Tensor) -> Tensor:
@@ -74,23 +71,12 @@ class GOGradient(RaoBlackwellEstimator):
     unbiased = True
     families = COUNT_FAMILIES
 
-    @classmethod
-    def examples(cls) -> tuple[dict[str, Any], ...]:
-        return ({},)
-
-    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
-        super().__init__(window=window, num_samples=num_samples, tau=tau)
-
     def _train_forward(
         self, posterior: TruncatedDiscrete, objective: Objective, batch: int
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         num = self.num_samples
-        log_pmf = floor_log_pmf(posterior.log_pmf)  # (B, D, n), differentiable
-        outcomes = posterior.outcomes.to(log_pmf)  # (n,)
+        log_pmf, outcomes, index, sample = self._exact_draws(posterior)  # (B, D, n), (n,), (S, B, D)
         dim, n = log_pmf.shape[1], log_pmf.shape[2]
-        with torch.no_grad():
-            index = torch.distributions.Categorical(logits=log_pmf.detach()).sample((num,))  # (S, B, D)
-        sample = outcomes[index]  # (S, B, D)
         up = outcomes[(index + 1).clamp_max(n - 1)]  # one step up, held at the top edge
         configs = torch.cat([sample, substitute(sample, up[..., None])])  # (S + S D, B, D), (s, d) row-major
         values = self._evaluate(objective, configs, batch)
@@ -102,5 +88,4 @@ class GOGradient(RaoBlackwellEstimator):
         q = log_pmf.detach().exp().expand((num,) + log_pmf.shape).gather(-1, index[..., None])[..., 0]
         score = -(carrier / q * difference).sum(-1)  # (S, B): grad is the encoder estimate
         estimate = (score + value).mean(0)  # value's grad: the model's pathwise gradient
-        stats = {"objective_evals": torch.tensor(float(configs.shape[0]))}
-        return sample, value, estimate, stats
+        return sample, value, estimate, {}

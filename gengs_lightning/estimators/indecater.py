@@ -13,16 +13,12 @@ prior's family truncated on the window (the table GenGS relaxes), and has no tem
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import Tensor
 
-from gengs_lightning.distributions import TruncatedDiscrete, floor_log_pmf
+from gengs_lightning.distributions import TruncatedDiscrete
 from gengs_lightning.estimators.base import Objective
 from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, substitute
 from gengs_lightning.estimators.registry import register
-from gengs_lightning.estimators.windowed import WindowArg
 
 
 @register
@@ -65,23 +61,12 @@ class IndeCateR(RaoBlackwellEstimator):
 
     unbiased = True
 
-    @classmethod
-    def examples(cls) -> tuple[dict[str, Any], ...]:
-        return ({},)
-
-    def __init__(self, window: WindowArg = None, num_samples: int = 1, tau: float = 1.0):
-        super().__init__(window=window, num_samples=num_samples, tau=tau)
-
     def _train_forward(
         self, posterior: TruncatedDiscrete, objective: Objective, batch: int
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         num = self.num_samples
-        log_pmf = floor_log_pmf(posterior.log_pmf)  # (B, D, n), differentiable
-        outcomes = posterior.outcomes.to(log_pmf)  # (n, *event)
+        log_pmf, outcomes, index, sample = self._exact_draws(posterior)  # (B, D, n), (n, *event), (S, B, D)
         dim, n = log_pmf.shape[1], log_pmf.shape[2]
-        with torch.no_grad():
-            index = torch.distributions.Categorical(logits=log_pmf.detach()).sample((num,))  # (S, B, D)
-        sample = outcomes[index]  # (S, B, D, *event)
         alternatives = outcomes.expand((num, batch, dim) + outcomes.shape)  # (S, B, D, n, *event)
         configs = substitute(sample, alternatives)  # (S * D * n, B, D, *event), row-major (s, d, k)
         values = self._evaluate(objective, configs, batch).reshape(num, dim, n, batch).permute(0, 3, 1, 2)
@@ -93,5 +78,4 @@ class IndeCateR(RaoBlackwellEstimator):
         score = (pmf * centred).sum((-1, -2))  # (S, B): grad is the encoder estimate
         model = (pmf.detach() * values).sum(-1).mean(-1)  # (S, B): grad is the model estimate
         estimate = (score + model).mean(0)
-        stats = {"objective_evals": torch.tensor(float(configs.shape[0]))}
-        return sample, value, estimate, stats
+        return sample, value, estimate, {}

@@ -150,7 +150,6 @@ class RaoBlackwellEstimator(WindowedEstimator):
         kl_term = self.kl_term(posterior, prior_table, kl, params)
         stats = self.truncation_stats(posterior, prior_table, prior)
         if not self.training:
-            stats["objective_evals"] = torch.tensor(float(self.num_samples))
             return self.exact_output(posterior, objective, kl_term, stats)
         sample, value, estimate, extra_stats = self._train_forward(posterior, objective, params.shape[0])
         # The value is loss.mean(); the gradient is the KL's (exact) plus the estimate's.
@@ -169,6 +168,19 @@ class RaoBlackwellEstimator(WindowedEstimator):
         The estimate's gradient is the estimator's gradient of ``E f`` (encoder and model parameters);
         its value is irrelevant.
         """
+
+    def _exact_draws(self, posterior: TruncatedDiscrete) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``num_samples`` exact draws of the table, for the estimators that substitute single dimensions.
+
+        Returns:
+            ``log_pmf`` ``(B, D, n)`` (floored, differentiable), ``outcomes`` ``(n, *event)``, the drawn
+            indices ``(S, B, D)`` and the samples ``(S, B, D, *event)``.
+        """
+        log_pmf = floor_log_pmf(posterior.log_pmf)
+        outcomes = posterior.outcomes.to(log_pmf)
+        with torch.no_grad():
+            index = torch.distributions.Categorical(logits=log_pmf.detach()).sample((self.num_samples,))
+        return log_pmf, outcomes, index, outcomes[index]
 
     def _evaluate(self, objective: Objective, configs: Tensor, batch: int) -> Tensor:
         """``objective(configs)`` for ``configs`` of shape ``(S', B, D, *event)``, checked to be ``(S', B)``."""
@@ -242,14 +254,12 @@ class _SetEstimator(RaoBlackwellEstimator):
         if dim == 1 and sample.shape[0] == k and num_rep == 1:
             # one latent dimension: the reported samples are the set itself
             values = value.T.reshape(1, batch, 1, k)
-            evals = 0
         else:
             configs = substitute(base, outcomes[index[..., 1:]])
             rest = self._evaluate(objective, configs, batch).reshape(num_rep, dim, k - 1, batch)
             values = torch.cat(
                 [base_value[:, :, None, None].expand(num_rep, batch, dim, 1), rest.permute(0, 3, 1, 2)], -1
             )
-            evals = configs.shape[0]
 
         with torch.no_grad():
             a, beta = self._weights(
@@ -261,11 +271,7 @@ class _SetEstimator(RaoBlackwellEstimator):
         score = (log_q * coeff).sum((-1, -2))  # encoder: summed over dimensions
         model = (a * values).sum(-1).mean(-1)  # model parameters: averaged over the D estimates
         estimate = (score + model).mean(0)
-        stats = {
-            "objective_evals": torch.tensor(float(sample.shape[0] + evals)),
-            "rb_mass": log_q.detach()[..., : self._num_exact()].exp().sum(-1).mean(),
-        }
-        return sample, value, estimate, stats
+        return sample, value, estimate, {"rb_mass": log_q.detach()[..., : self._num_exact()].exp().sum(-1).mean()}
 
 
 @register

@@ -15,6 +15,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
       highlight: [GenGSExplicit, GenGSImplicit]   # rows whose claim is tested against all others
       baselines: [RFstar, NVIL]        # or only against these (rows whose metric is comparable)
       paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
+      cost: train/objective_evals      # a cost per run: the rows compared at equal and at lower cost
       curve: val/loss                  # plotted per column, mean over the other axes (seeds)
       curves_extra: [train/grad_var]   # kept by the runner and plotted on a log scale
 
@@ -23,7 +24,8 @@ over its runs, with the number of runs; an excluded combination is ``n/a``; the 
 bold; a cell with diverged runs says how many (and averages the others), one with no finished run
 says ``diverged``, ``failed`` or ``-``. With ``highlight``, each column gets a verdict: is the best
 highlighted row better than every other row by more than the seed-to-seed spread (mean + std against
-mean - std)?
+mean - std)? With ``cost``, each column also gets the best row at every cost (among the highlighted rows
+and the baselines, when named) and the cost frontier: the rows that no cheaper or equally cheap row beats.
 """
 
 from __future__ import annotations
@@ -233,6 +235,50 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
     return lines
 
 
+def equal_cost(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
+    """Per column, the best row at every cost and the cost frontier (``report.cost``, e.g. objective evaluations).
+
+    The rows compared are the highlighted ones and the baselines when ``baselines`` names them (the rows whose
+    metric is comparable), otherwise all. A row's cost is the mean of the cost metric over its runs. At each
+    cost, the best row is "ahead by more than the seed spread" when its mean + std is below the next row's
+    mean - std. The frontier lists, from the cheapest, every row better than all rows of lower or equal cost.
+    """
+    cost_metric = spec["cost"]
+    digits = digits_of(spec, metric)
+    sign = -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
+    compared = set(spec.get("highlight") or ()) | set(spec.get("baselines") or ())
+    rows = [row for row in arranged.rows if not spec.get("baselines") or row in compared]
+    lines = []
+    for column in arranged.columns:
+        where = f"{column}: " if column else ""
+        scored = []
+        for row in rows:
+            cell, cost = arranged.cell(row, column, metric), arranged.cell(row, column, cost_metric)
+            if cell.mean is not None and cost.mean is not None:
+                scored.append((cost.mean, sign * cell.mean, row, cell))
+        if not scored:
+            lines.append(f"- {where}no finished runs with a cost.")
+            continue
+        groups = []
+        for cost in sorted({c for c, *_ in scored}):
+            group = sorted((s for s in scored if s[0] == cost), key=lambda s: s[1])
+            best = group[0][3]
+            text = f"{cost:g}: {group[0][2]} {best.mean:.{digits}f} +- {best.std:.{digits}f}"
+            if len(group) > 1:
+                runner_up = group[1][3]
+                ahead = sign * (runner_up.mean - best.mean) - (best.std + runner_up.std) > 0
+                text += f" (ahead of {group[1][2]} by more than the seed spread: {'yes' if ahead else 'no'})"
+            groups.append(text)
+        frontier, record = [], math.inf
+        for cost, score, row, cell in sorted(scored, key=lambda s: (s[0], s[1])):
+            if score < record:
+                frontier.append(f"{row} ({cost:g}, {cell.mean:.{digits}f})")
+                record = score
+        lines.append(f"- {where}best at each cost: " + "; ".join(groups) + ".")
+        lines.append(f"  Frontier (cost, {metric}): " + ", ".join(frontier) + ".")
+    return lines
+
+
 def mean_curve(results: Sequence[dict[str, Any]], tag: str) -> list[tuple[int, float]]:
     """The mean over runs of a curve, on the steps that every run has."""
     curves = [dict(map(tuple, r["curves"][tag])) for r in results if tag in r.get("curves", {})]
@@ -322,6 +368,8 @@ def write_report(
         "",
     ]
     lines += verdicts(arranged, metric, spec)
+    if spec.get("cost"):
+        lines += ["", f"## At equal cost (`{spec['cost']}`)", "", *equal_cost(arranged, metric, spec)]
     for extra in (spec.get("also") or ()) if arranged.column_axis else ():
         lines += ["", f"## `{extra}`", "", *table(arranged, [extra], {**spec, "paper": None}), ""]
     figures = []

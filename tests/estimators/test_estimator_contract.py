@@ -42,13 +42,24 @@ BATCH, DIM = 4, 2
 EXAMPLES = registry_examples()
 
 
-def run_example(example: Example, num_samples: int = 1, training: bool = True, kl: bool = True):
+class RecordingObjective:
+    """:func:`linear_objective` that records how many samples each call evaluates (``S'`` of ``(S', B, ...)``)."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls.append(z.shape[0])
+        return linear_objective(z)
+
+
+def run_example(example: Example, num_samples: int = 1, training: bool = True, kl: bool = True, objective=None):
     """Build the example on its family's prior and run it on seeded random params: (estimator, params, output)."""
     estimator = example.build(num_samples).train(training)
     prior = make_prior(example.family)
     params = random_params(estimator, prior, BATCH, DIM, seed=0)
     torch.manual_seed(1)
-    return estimator, params, estimator(params, linear_objective, prior, kl=kl)
+    return estimator, params, estimator(params, objective or linear_objective, prior, kl=kl)
 
 
 def assert_outcomes_of(family: str, sample: torch.Tensor, posterior) -> None:
@@ -66,9 +77,12 @@ def assert_outcomes_of(family: str, sample: torch.Tensor, posterior) -> None:
 
 
 def check_output_contract(example: Example, num_samples: int) -> None:
-    """Shapes, finite values, the objective at the reported samples, detached stats, a finite nonzero gradient."""
-    estimator, params, out = run_example(example, num_samples)
+    """Shapes, finite values, the objective at the reported samples, detached stats, the objective evaluations
+    per example counted in ``stats``, a finite nonzero gradient."""
+    objective = RecordingObjective()
+    estimator, params, out = run_example(example, num_samples, objective=objective)
     samples = estimator.num_samples
+    assert out.stats["objective_evals"].item() == sum(objective.calls) >= samples
     assert isinstance(out, EstimatorOutput)
     assert out.sample.shape == (samples, BATCH, DIM, *event_shape(example))
     assert out.objective.shape == (samples, BATCH)
@@ -88,8 +102,9 @@ def check_output_contract(example: Example, num_samples: int) -> None:
 
 
 def check_eval_contract(example: Example) -> None:
-    """Eval mode: exact outcomes without gradient; the KL still trains the encoder."""
-    _, params, out = run_example(example, num_samples=3, training=False)
+    """Eval mode: exact outcomes without gradient, ``num_samples`` evaluations; the KL still trains the encoder."""
+    estimator, params, out = run_example(example, num_samples=3, training=False)
+    assert out.stats["objective_evals"].item() == estimator.num_samples
     assert_outcomes_of(example.family, out.sample, out.posterior)
     assert not out.sample.requires_grad
     out.surrogate.backward()
@@ -156,6 +171,30 @@ UNBIASED = [e for e in EXAMPLES if e.cls.unbiased and e.family in ("poisson", "c
 @pytest.mark.parametrize("example", UNBIASED, ids=lambda e: e.id)
 def test_registered_unbiased_estimators_are_unbiased(example: Example):
     check_unbiased(example)
+
+
+#: Objective evaluations per example and training step as each class's docstring states them, for ``S``
+#: samples, ``D`` latent dimensions and ``n`` outcomes in the table.
+DOCUMENTED_COST = {
+    "MuProp": lambda s, d, n: s + 1,  # the samples and the mean-field point
+    "REBAR": lambda s, d, n: 3 * s,  # hard, relaxed and conditionally relaxed samples
+    "RELAX": lambda s, d, n: 3 * s,
+    "GenGSRB": lambda s, d, n: s * (1 + 2 * d),
+    "StoRB": lambda s, d, n: s * (1 + d),  # m = 1 summed category
+    "UnOrd": lambda s, d, n: s + d * (s - 1),  # the set of k = S draws
+    "GOGradient": lambda s, d, n: s * (1 + d),
+    "IndeCateR": lambda s, d, n: s * n * d,
+}
+
+
+@pytest.mark.parametrize("num_samples", [2, 3])
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.family == "poisson"], ids=lambda e: e.id)
+def test_registered_objective_evaluations_are_the_documented_cost(example: Example, num_samples: int):
+    """``stats["objective_evals"]`` is the cost in the class's docstring (``S`` for all not listed)."""
+    _, _, out = run_example(example, num_samples)
+    n = getattr(out.posterior, "num_outcomes", None)
+    expected = DOCUMENTED_COST.get(example.cls.__name__, lambda s, d, n: s)(num_samples, DIM, n)
+    assert out.stats["objective_evals"].item() == expected
 
 
 @pytest.mark.parametrize("cls", registered(), ids=lambda c: c.__name__)

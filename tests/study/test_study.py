@@ -48,13 +48,15 @@ def write_study(path: Path, **changes) -> Path:
     return path
 
 
-def write_results(study: Study, layout: Layout, loss_of, npmi_of=None) -> None:
+def write_results(study: Study, layout: Layout, loss_of, npmi_of=None, cost_of=None) -> None:
     """Result files for every run of the smoke budget: ``train/loss`` from ``loss_of(run)`` (``None``: diverged)."""
     for run in study.runs("smoke"):
         loss = loss_of(run)
         final = {} if loss is None else {"train/loss": loss}
         if npmi_of is not None:
             final["test/npmi"] = npmi_of(run)
+        if cost_of is not None:
+            final["train/objective_evals"] = cost_of(run)
         result = {
             "study": study.name,
             "run": run.id,
@@ -404,3 +406,43 @@ def test_a_run_another_runner_finished_after_this_one_listed_it_is_not_run_again
     assert run_study(study, "smoke", layout, only=[first.id], log=lines.append) == []
     assert lines[-1] == f"skip {first.id}: another runner has finished it"
     assert not layout.lock_file(first, "smoke").exists()
+
+
+def test_the_cost_section_names_the_best_row_at_each_cost_and_the_frontier(tmp_path):
+    estimators = {
+        name: {"--model.estimator": f"gengs_lightning.estimators.{name}"}
+        for name in ["GenGSExplicit", "Reinforce", "ReinforceLOO", "VIMCO", "StoRB"]
+    }
+    grid = {"estimator": estimators, "seed": {"flag": "--seed_everything", "values": [0, 1]}}
+    report = {
+        "rows": "estimator",
+        "metric": "train/loss",
+        "cost": "train/objective_evals",
+        "highlight": ["GenGSExplicit"],
+    }
+    study = Study.load(write_study(tmp_path / "tiny.yaml", grid=grid, report=report))
+    layout = Layout(tmp_path / "results")
+    # cost 1: GenGSExplicit 10 +- ~0.7 beats Reinforce 20; cost 2: ReinforceLOO 9 and VIMCO 9.5 overlap;
+    # cost 3: StoRB 12 is beaten by a cheaper row, so it is not on the frontier
+    loss = {
+        "GenGSExplicit": [10.0, 11.0],
+        "Reinforce": [20.0, 21.0],
+        "ReinforceLOO": [9.0, 9.6],
+        "VIMCO": [9.5, 10.1],
+        "StoRB": [12.0, 12.0],
+    }
+    cost = {"GenGSExplicit": 1, "Reinforce": 1, "ReinforceLOO": 2, "VIMCO": 2, "StoRB": 3}
+    write_results(
+        study,
+        layout,
+        lambda run: loss[run.axes["estimator"]][int(run.axes["seed"][-1])],
+        cost_of=lambda run: cost[run.axes["estimator"]],
+    )
+    text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
+    assert "## At equal cost (`train/objective_evals`)" in text
+    assert (
+        "- best at each cost: 1: GenGSExplicit 10.50 +- 0.71 (ahead of Reinforce by more than the seed spread: yes); "
+        "2: ReinforceLOO 9.30 +- 0.42 (ahead of VIMCO by more than the seed spread: no); 3: StoRB 12.00 +- 0.00."
+        in text
+    )
+    assert "  Frontier (cost, train/loss): GenGSExplicit (1, 10.50), ReinforceLOO (2, 9.30)." in text
