@@ -20,6 +20,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _accepted(
+    kind: str, low: float | None, high: float | None, low_closed: bool = True, high_closed: bool = True
+) -> str:
+    """What a range accepts: ``an integer >= 1``, ``a finite number > 0``, ``a number in [0, 1)``."""
+    if low is not None and high is not None:
+        interval = f"{'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+        return f"{'an' if kind == 'integer' else 'a'} {kind} in {interval}"
+    article = "an" if kind == "integer" else "a finite"
+    if low is not None:
+        return f"{article} {kind} {'>=' if low_closed else '>'} {low}"
+    if high is not None:
+        return f"{article} {kind} {'<=' if high_closed else '<'} {high}"
+    return f"{article} {kind}"
+
+
 def check_int(
     name: str, value: Any, minimum: int | None = None, maximum: int | None = None, meaning: str | None = None
 ) -> int:
@@ -31,15 +46,7 @@ def check_int(
     inside = isinstance(value, int) and not isinstance(value, bool)
     inside = inside and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not inside:
-        if minimum is not None and maximum is not None:
-            accepted = f"an integer in [{minimum}, {maximum}]"
-        elif minimum is not None:
-            accepted = f"an integer >= {minimum}"
-        elif maximum is not None:
-            accepted = f"an integer <= {maximum}"
-        else:
-            accepted = "an integer"
-        raise ValueError(f"{_named(name, meaning)} must be {accepted}, got {value!r}")
+        raise ValueError(f"{_named(name, meaning)} must be {_accepted('integer', minimum, maximum)}, got {value!r}")
     return value
 
 
@@ -67,14 +74,7 @@ def check_number(
     if inside and high is not None:
         inside = value <= high if high_closed else value < high
     if not inside:
-        if low is not None and high is not None:
-            accepted = f"a number in {'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
-        elif low is not None:
-            accepted = f"a finite number {'>=' if low_closed else '>'} {low}"
-        elif high is not None:
-            accepted = f"a finite number {'<=' if high_closed else '<'} {high}"
-        else:
-            accepted = "a finite number"
+        accepted = _accepted("number", low, high, low_closed, high_closed)
         raise ValueError(f"{_named(name, meaning)} must be {accepted}, got {value!r}")
     return value
 
