@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -373,3 +374,64 @@ def digits_vae(estimator, prior: Prior | None = None, **kwargs):
     """A small VAE on the 8x8 digits (4 latent dimensions, one hidden layer of 16) for smoke tests."""
     prior = Prior("poisson", {"rate": 2.0}) if prior is None else prior
     return VAE(estimator, prior, data_dim=64, latent_dim=4, encoder_hidden=(16,), image_shape=(8, 8), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# A coupled two-dimensional problem with an exact gradient by enumeration (GO, IndeCateR)
+# --------------------------------------------------------------------------------------------------
+
+#: Latent dimensions and independent estimates (rows of one batch) of the coupled problem.
+COUPLED_DIM, COUPLED_DRAWS = 2, 4000
+
+
+def coupled_objective(v: Tensor):
+    """``f(z) = sum_j w_j (z_j - 1)^2 + v_b z_first z_last`` over the flattened ``(D, *event)``: couples dimensions."""
+
+    def objective(z: Tensor) -> Tensor:
+        flat = z.flatten(2)
+        weights = torch.arange(1, flat.shape[-1] + 1, dtype=z.dtype)
+        return (flat - 1.0).square() @ weights + v * flat[..., 0] * flat[..., -1]
+
+    return objective
+
+
+def coupled_exact_gradient(estimator, prior: Prior, raw: Tensor, v: float) -> Tensor:
+    """``grad (E_q f + KL)`` w.r.t. the encoder output ``(1, D, raw)`` and ``v``, flattened, by enumerating ``n^D`` outcomes."""
+    raw = raw.clone().requires_grad_()
+    v_param = torch.tensor(v, dtype=raw.dtype, requires_grad=True)
+    posterior = estimator.posterior(raw, prior)  # (1, D, n)
+    dim, n = raw.shape[1], posterior.num_outcomes
+    combos = torch.tensor(list(itertools.product(range(n), repeat=dim)))  # (n^D, D)
+    z = posterior.outcomes.to(raw)[combos].unsqueeze(1)  # (n^D, 1, D, *event)
+    log_p = posterior.log_pmf[0, torch.arange(dim), combos].sum(-1)  # (n^D,)
+    expected = (log_p.exp() * coupled_objective(v_param)(z)[:, 0]).sum()
+    kl = torch.distributions.kl_divergence(posterior, estimator.prior_distribution(posterior, prior)).sum()
+    grad_raw, grad_v = torch.autograd.grad(expected + kl, (raw, v_param))
+    return torch.cat([grad_raw.flatten(), grad_v.reshape(1)])
+
+
+def coupled_estimates(estimator, prior: Prior, v: float = 0.5, seed: int = 7):
+    """``COUPLED_DRAWS`` independent estimates of the coupled problem's gradient and its exact value.
+
+    Each row of one batch is an estimate: the same encoder output in every row and one entry of ``v`` per
+    row (the surrogate is a batch mean, so ``B * grad`` of a row is that row's estimate).
+
+    Returns:
+        ``(estimates (draws, P), exact (P,), output)`` in float64, ``P`` the encoder outputs plus ``v``.
+    """
+    raw = random_params(estimator, prior, 1, COUPLED_DIM, seed=5).detach()
+    params = raw.expand(COUPLED_DRAWS, COUPLED_DIM, -1).clone().requires_grad_()
+    v_rows = torch.full((COUPLED_DRAWS,), v, requires_grad=True)
+    torch.manual_seed(seed)
+    out = estimator(params, coupled_objective(v_rows), prior)
+    out.surrogate.backward()
+    estimates = torch.cat([params.grad.flatten(1), v_rows.grad[:, None]], 1).double() * COUPLED_DRAWS
+    return estimates, coupled_exact_gradient(estimator, prior, raw.double(), v), out
+
+
+def assert_mean_within(estimates: Tensor, exact: Tensor, num_se: float = 4.0) -> Tensor:
+    """The mean of the estimates is within ``num_se`` standard errors (plus a float32 term) of ``exact``; the SE."""
+    mean, se = estimates.mean(0), estimates.std(0) / estimates.shape[0] ** 0.5
+    tolerance = num_se * se + 1e-4 * (exact.abs() + 1)
+    assert ((mean - exact).abs() <= tolerance).all(), f"mean {mean} vs exact {exact} ({num_se} SE {num_se * se})"
+    return se

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from estimators.estimator_testing import make_prior, random_params
-from estimators.test_indecater import DIM, DRAWS, coupled_objective, exact_gradient
+from estimators.estimator_testing import (
+    COUPLED_DIM,
+    assert_mean_within,
+    coupled_estimates,
+    make_prior,
+    random_params,
+)
 
 from gengs_lightning.estimators import GOGradient
 from gengs_lightning.estimators.go_gradient import cdf_gradient_carrier
 
+#: Independent estimates of the closed-form test.
+DRAWS = 4000
 TOY = [("poisson", 8), ("binomial", 12), ("negative_binomial", 10), ("geometric", (2, 9))]
 
 
@@ -23,19 +30,9 @@ TOY = [("poisson", 8), ("binomial", 12), ("negative_binomial", 10), ("geometric"
 def test_go_is_unbiased_against_enumeration(family, window):
     prior = make_prior(family)
     estimator = GOGradient(window=window, num_samples=1).train()
-    raw = random_params(estimator, prior, 1, DIM, seed=5).detach()
-    params = raw.expand(DRAWS, DIM, -1).clone().requires_grad_()
-    v = torch.full((DRAWS,), 0.5, requires_grad=True)
-    torch.manual_seed(7)
-    out = estimator(params, coupled_objective(v), prior)
-    out.surrogate.backward()
-    assert out.stats["objective_evals"] == 1 + DIM
-    estimates = torch.cat([params.grad.flatten(1), v.grad[:, None]], 1).double() * DRAWS
-    exact_raw, exact_v = exact_gradient(estimator, prior, raw.double(), 0.5)
-    exact = torch.cat([exact_raw.flatten(), exact_v.reshape(1)])
-    mean, se = estimates.mean(0), estimates.std(0) / DRAWS**0.5
-    tolerance = 4 * se + 1e-4 * (exact.abs() + 1)
-    assert ((mean - exact).abs() <= tolerance).all(), f"mean {mean} vs exact {exact} (4 SE {4 * se})"
+    estimates, exact, out = coupled_estimates(estimator, prior)
+    assert out.stats["objective_evals"] == 1 + COUPLED_DIM
+    assert_mean_within(estimates, exact)
 
 
 def test_go_matches_the_closed_form_poisson_gradient():

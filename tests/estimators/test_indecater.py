@@ -8,63 +8,30 @@ draws, plus a float32 rounding term; fixed seeds.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
-from estimators.estimator_testing import make_prior, random_params
+from estimators.estimator_testing import (
+    COUPLED_DIM,
+    assert_mean_within,
+    coupled_estimates,
+    coupled_objective,
+    make_prior,
+    random_params,
+)
 
 from gengs_lightning.estimators import IndeCateR
 
-DRAWS = 4000
-DIM = 2
 #: Families and windows of the toy problem (the categorical one is its whole table).
 TOY = [("poisson", 8), ("binomial", 12), ("negative_binomial", 10), ("geometric", (2, 9)), ("categorical", None)]
-
-
-def coupled_objective(v: torch.Tensor):
-    """``f(z) = sum_j w_j (z_j - 1)^2 + v_b z_first z_last`` over the flattened ``(D, *event)``: couples dimensions."""
-
-    def objective(z: torch.Tensor) -> torch.Tensor:
-        flat = z.flatten(2)
-        weights = torch.arange(1, flat.shape[-1] + 1, dtype=z.dtype)
-        return (flat - 1.0).square() @ weights + v * flat[..., 0] * flat[..., -1]
-
-    return objective
-
-
-def exact_gradient(estimator, prior, raw: torch.Tensor, v: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``grad (E_q f + KL)`` w.r.t. the encoder output ``(D, raw)`` and ``v``, by enumerating the ``n^D`` outcomes."""
-    raw = raw.clone().requires_grad_()
-    v_param = torch.tensor(v, dtype=raw.dtype, requires_grad=True)
-    posterior = estimator.posterior(raw, prior)  # (1, D, n)
-    n = posterior.num_outcomes
-    combos = torch.tensor(list(itertools.product(range(n), repeat=DIM)))  # (n^D, D)
-    z = posterior.outcomes.to(raw)[combos].unsqueeze(1)  # (n^D, 1, D, *event)
-    log_p = posterior.log_pmf[0, torch.arange(DIM), combos].sum(-1)  # (n^D,)
-    expected = (log_p.exp() * coupled_objective(v_param)(z)[:, 0]).sum()
-    kl = torch.distributions.kl_divergence(posterior, estimator.prior_distribution(posterior, prior)).sum()
-    return torch.autograd.grad(expected + kl, (raw, v_param))
 
 
 @pytest.mark.parametrize(("family", "window"), TOY, ids=[f for f, _ in TOY])
 def test_indecater_is_unbiased_against_enumeration(family, window):
     prior = make_prior(family)
     estimator = IndeCateR(window=window, num_samples=1).train()
-    raw = random_params(estimator, prior, 1, DIM, seed=5).detach()
-    params = raw.expand(DRAWS, DIM, -1).clone().requires_grad_()
-    v = torch.full((DRAWS,), 0.5, requires_grad=True)
-    torch.manual_seed(7)
-    out = estimator(params, coupled_objective(v), prior)
-    out.surrogate.backward()
-    n = out.posterior.num_outcomes
-    assert out.stats["objective_evals"] == n * DIM
-    estimates = torch.cat([params.grad.flatten(1), v.grad[:, None]], 1).double() * DRAWS
-    exact_raw, exact_v = exact_gradient(estimator, prior, raw.double(), 0.5)
-    exact = torch.cat([exact_raw.flatten(), exact_v.reshape(1)])
-    mean, se = estimates.mean(0), estimates.std(0) / DRAWS**0.5
-    tolerance = 4 * se + 1e-4 * (exact.abs() + 1)
-    assert ((mean - exact).abs() <= tolerance).all(), f"mean {mean} vs exact {exact} (4 SE {4 * se})"
+    estimates, exact, out = coupled_estimates(estimator, prior)
+    assert out.stats["objective_evals"] == out.posterior.num_outcomes * COUPLED_DIM
+    se = assert_mean_within(estimates, exact)
     assert se.max() > 0  # two coupled dimensions: a random estimate
 
 
@@ -89,9 +56,9 @@ def test_indecater_is_exact_for_one_latent_dimension():
 def test_indecater_reports_its_draws_and_the_objective_there():
     prior = make_prior("poisson")
     estimator = IndeCateR(window=6, num_samples=3).train()
-    params = random_params(estimator, prior, 4, DIM, seed=0)
+    params = random_params(estimator, prior, 4, COUPLED_DIM, seed=0)
     objective = coupled_objective(torch.tensor(0.3))
     out = estimator(params, objective, prior)
-    assert out.sample.shape == (3, 4, DIM)
+    assert out.sample.shape == (3, 4, COUPLED_DIM)
     assert torch.equal(out.objective, objective(out.sample))
-    assert out.stats["objective_evals"] == 3 * 6 * DIM
+    assert out.stats["objective_evals"] == 3 * 6 * COUPLED_DIM
