@@ -17,6 +17,7 @@ multiplied out into runs::
       seed: {flag: --seed_everything, values: [0, 1, 2]}   # an axis of values of one flag
     exclude:                         # combinations that do not apply (the report shows n/a)
       - {prior: multinomial, estimator: GenGSNonparametric}
+      - {estimator: IndeCateR, budget: cpu}   # ... or only under one budget (too costly there)
     report: {...}                    # how the report lays the results out (see gengs_lightning.study.report)
 
 A run's command is ``python -m gengs_lightning <command>`` with every ``--config`` first (study flags, then
@@ -46,6 +47,8 @@ STUDY_KEYS = ("name", "title", "command", "args", "budgets", "grid", "exclude", 
 MACHINE_FLAGS = ("--data.data_dir", "--data.init_args.data_dir")
 #: What a setting name may hold: it names files and is matched by ``--only`` glob patterns.
 SETTING_NAME = re.compile(r"[A-Za-z0-9_.=+-]+")
+#: The key of an ``exclude`` rule that limits it to one budget.
+BUDGET_KEY = "budget"
 #: Flags a study may not set: the runner owns where a run logs.
 RESERVED_FLAGS = ("--trainer.logger.init_args.save_dir", "--trainer.logger.init_args.name")
 
@@ -174,6 +177,8 @@ class Study:
         grid = data.get("grid")
         if not isinstance(grid, Mapping) or not grid:
             raise StudyError(f"{path}: grid must name at least one axis")
+        if BUDGET_KEY in grid:
+            raise StudyError(f"{path}: grid axis {BUDGET_KEY!r} is reserved (exclude rules name budgets by it)")
         axes = {str(axis): _settings(path, str(axis), spec) for axis, spec in grid.items()}
         _check_estimators(f"{path}: args", _flags(f"{path}: args", data.get("args")))
         for settings in axes.values():
@@ -186,7 +191,7 @@ class Study:
             args=_flags(f"{path}: args", data.get("args")),
             budgets={str(k): _flags(f"{path}: budgets.{k}", v) for k, v in budgets.items()},
             axes=axes,
-            exclude=_exclusions(path, data.get("exclude"), axes),
+            exclude=_exclusions(path, data.get("exclude"), axes, budgets),
             report=dict(data.get("report") or {}),
             title=str(data.get("title", name)),
         )
@@ -215,16 +220,20 @@ class Study:
         tags += [metric.partition(":")[2] for metric in metrics if ":" in metric]
         return tuple(dict.fromkeys(tag for tag in tags if tag))
 
-    def excludes(self, axes: Mapping[str, str]) -> bool:
-        """Whether a combination of settings (axis -> name, possibly partial) is excluded."""
-        return any(all(axes.get(axis, name) == name for axis, name in rule.items()) for rule in self.exclude)
+    def excludes(self, axes: Mapping[str, str], budget: str | None = None) -> bool:
+        """Whether a combination of settings (axis -> name, possibly partial) is excluded under ``budget``.
+
+        A rule's ``budget`` entry, where it has one, is matched like an axis (``None``: the default budget).
+        """
+        where = {**axes, BUDGET_KEY: self.budget(budget)[0]}
+        return any(all(where.get(axis, name) == name for axis, name in rule.items()) for rule in self.exclude)
 
     def runs(self, budget: str | None = None, overrides: Mapping[str, str] | None = None) -> list[Run]:
         """Every run of the grid with ``budget``, flags in ``overrides`` replacing the study's own."""
-        _, budget_flags = self.budget(budget)
+        budget, budget_flags = self.budget(budget)
         runs = []
         for settings in itertools.product(*self.axes.values()):
-            if self.excludes({s.axis: s.name for s in settings}):
+            if self.excludes({s.axis: s.name for s in settings}, budget):
                 continue
             flags: dict[str, str] = {}
             configs: list[str] = []
@@ -288,14 +297,20 @@ def _settings(path: Path, axis: str, spec: Any) -> list[Setting]:
     return settings
 
 
-def _exclusions(path: Path, spec: Any, axes: dict[str, list[Setting]]) -> tuple[dict[str, str], ...]:
-    """The ``exclude`` list: each entry maps axes of the grid to names of their settings."""
+def _exclusions(
+    path: Path, spec: Any, axes: dict[str, list[Setting]], budgets: Mapping[str, Any]
+) -> tuple[dict[str, str], ...]:
+    """The ``exclude`` list: each entry maps axes of the grid to names of their settings (and maybe a budget)."""
     if spec is None:
         return ()
     if not isinstance(spec, list) or not all(isinstance(rule, Mapping) and rule for rule in spec):
         raise StudyError(f"{path}: exclude must be a list of {{axis: setting}} mappings")
     for rule in spec:
         for axis, name in rule.items():
+            if axis == BUDGET_KEY:
+                if name not in budgets:
+                    raise StudyError(f"{path}: exclude names budget {name!r}; accepted: {', '.join(budgets)}")
+                continue
             names = [s.name for s in axes.get(axis, [])]
             if name not in names:
                 raise StudyError(f"{path}: exclude names {axis}={name!r}, which is not in the grid ({axis}: {names})")

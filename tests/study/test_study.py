@@ -98,6 +98,7 @@ def test_grid_expands_in_file_order_with_configs_first_and_later_flags_winning(t
     ("change", "message"),
     [
         ({"grid": {}}, "grid must name at least one axis"),
+        ({"grid": {"budget": {"a": {"--x": 1}}}}, "grid axis 'budget' is reserved"),
         ({"budgets": {}}, "budgets must name at least one budget"),
         ({"extra": 1}, "unknown key(s) ['extra']"),
         ({"args": {"--trainer.logger.init_args.save_dir": "x"}}, "set by the study runner"),
@@ -293,6 +294,17 @@ def test_excluded_combinations_are_not_run_and_show_as_not_applicable(tmp_path):
     assert "| Reinforce | n/a |  |" in text
     with pytest.raises(StudyError, match="exclude names estimator='VIMCO', which is not in the grid"):
         Study.load(write_study(tmp_path / "bad.yaml", exclude=[{"estimator": "VIMCO"}]))
+
+
+def test_an_exclusion_can_hold_under_one_budget_only(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml", exclude=[{"estimator": "Reinforce", "budget": "smoke"}]))
+    assert [r.id for r in study.runs("smoke")] == ["poisson/GenGSExplicit/seed0", "poisson/GenGSExplicit/seed1"]
+    assert [r.id for r in study.runs()] == [r.id for r in study.runs("smoke")]  # smoke is the default budget
+    assert len(study.runs("longer")) == 4
+    text = write_report(study, "smoke", Layout(tmp_path / "results"), tmp_path / "docs").read_text()
+    assert "| Reinforce | n/a |  |" in text
+    with pytest.raises(StudyError, match="exclude names budget 'gpu'; accepted: smoke, longer"):
+        Study.load(write_study(tmp_path / "bad.yaml", exclude=[{"estimator": "Reinforce", "budget": "gpu"}]))
 
 
 def test_curve_metrics_need_their_curves_and_unknown_prefixes_are_refused(tmp_path):
