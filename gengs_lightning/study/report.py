@@ -16,6 +16,7 @@ The study file's ``report`` section lays the tables out (every key optional but 
       baselines: [RFstar, NVIL]        # or only against these (rows whose metric is comparable)
       paper: {poisson2: {GenGSExplicit: 96.04}}   # column -> row -> the paper's number
       cost: train/objective_evals      # a cost per run: the rows compared at equal and at lower cost
+      cost_metrics: [test/loss]        # ... on these metrics (default: metric)
       curve: val/loss                  # plotted per column, mean over the other axes (seeds)
       curves_extra: [train/grad_var]   # kept by the runner and plotted on a log scale
 
@@ -369,7 +370,9 @@ def write_report(
     ]
     lines += verdicts(arranged, metric, spec)
     if spec.get("cost"):
-        lines += ["", f"## At equal cost (`{spec['cost']}`)", "", *equal_cost(arranged, metric, spec)]
+        lines += ["", f"## At equal cost (`{spec['cost']}`)"]
+        for compared in spec.get("cost_metrics") or [metric]:
+            lines += ["", f"`{compared}`:", "", *equal_cost(arranged, compared, spec)]
     for extra in (spec.get("also") or ()) if arranged.column_axis else ():
         lines += ["", f"## `{extra}`", "", *table(arranged, [extra], {**spec, "paper": None}), ""]
     figures = []

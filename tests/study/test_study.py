@@ -451,7 +451,7 @@ def test_the_cost_section_names_the_best_row_at_each_cost_and_the_frontier(tmp_p
         cost_of=lambda run: cost[run.axes["estimator"]],
     )
     text = write_report(study, "smoke", layout, tmp_path / "docs").read_text()
-    assert "## At equal cost (`train/objective_evals`)" in text
+    assert "## At equal cost (`train/objective_evals`)\n\n`train/loss`:\n" in text
     assert (
         "- best at each cost: 1: GenGSExplicit 10.50 +- 0.71 (ahead of Reinforce by more than the seed spread: yes); "
         "2: ReinforceLOO 9.30 +- 0.42 (ahead of VIMCO by more than the seed spread: no); 3: StoRB 12.00 +- 0.00."
