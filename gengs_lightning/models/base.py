@@ -120,32 +120,32 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
         own = {id(p) for p in self.estimator.parameters()}
         return (p for p in self.parameters() if id(p) not in own)
 
-    def gradient_draws(self, batch: Any, num_draws: int) -> Tensor:
-        """``num_draws`` independent estimates of the encoder gradient on ``batch``, shape ``(M, P)``.
+    def gradient_draws(self, batch: Any, num_draws: int) -> Iterator[Tensor]:
+        """``num_draws`` independent estimates of the encoder gradient on ``batch``, one ``(P,)`` tensor at a time.
 
         Draw ``m`` is the gradient of the surrogate of one :meth:`estimate` (fresh noise) with respect to
         the :meth:`encoder_parameters` that require a gradient, flattened and concatenated in their order
         (zeros where the surrogate does not reach a parameter), in float64: their variance
-        (:func:`~gengs_lightning.models.gradients.gradient_statistics`) sums many coordinates. The
-        estimator's state (buffers such as a moving-average baseline) is restored afterwards, so measuring
+        (:func:`~gengs_lightning.models.gradients.gradient_statistics`, which keeps running sums, so no
+        more than one draw is held however large ``P``) sums many coordinates. The estimator's state
+        (buffers such as a moving-average baseline) is restored once the draws are consumed, so measuring
         does not change training. :class:`~gengs_lightning.callbacks.GradientMonitor` reads this; a model
-        with a faster way to draw the same estimates overrides it (:meth:`ToyTask.gradient_draws`).
+        with a faster way to draw the same estimates overrides it (:meth:`ToyTask.gradient_draws` returns
+        them all at once, an ``(M, P)`` tensor, whose rows are the draws).
 
         Args:
             batch: A batch.
             num_draws: Independent draws ``M``.
 
-        Returns:
-            The draws, ``(M, P)`` with ``P`` the number of encoder parameters (all ``M * P`` are kept).
+        Yields:
+            The draws, each ``(P,)`` with ``P`` the number of encoder parameters. Consume them all.
         """
         params = [p for p in self.encoder_parameters() if p.requires_grad]
-        draws = []
         with self.estimator_state_kept(), torch.enable_grad():
             for _ in range(num_draws):
                 grads = torch.autograd.grad(self.estimate(batch).surrogate, params, allow_unused=True)
                 flat = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
-                draws.append(torch.cat([g.reshape(-1) for g in flat]).double())
-        return torch.stack(draws)
+                yield torch.cat([g.reshape(-1) for g in flat]).double()
 
     @contextmanager
     def estimator_state_kept(self) -> Iterator[None]:

@@ -22,7 +22,7 @@ def test_variance_matches_independent_draws_on_the_toy_task():
     targets = ToyTargets.draw(task.target.untruncated(), 100, seed=0)
     draws = 400
     monitored = GradientMonitor(num_draws=draws).gradient_variance(task, targets)  # the toy's one-pass draws
-    reference = DiscreteLatentModule.gradient_draws(task, targets, draws).var(0).sum().item()  # one at a time
+    reference = torch.stack(list(DiscreteLatentModule.gradient_draws(task, targets, draws))).var(0).sum().item()
     # Two independent variance estimates of one quantity: their ratio is ~F(M-1, M-1), sd ~ sqrt(4 / M).
     assert monitored / reference == pytest.approx(1.0, abs=4 * (4 / draws) ** 0.5)
 
