@@ -25,8 +25,9 @@ over its runs, with the number of runs; an excluded combination is ``n/a``; the 
 bold; a cell with diverged runs says how many (and averages the others), one with no finished run
 says ``diverged``, ``failed`` or ``-``. With ``highlight``, each column gets a verdict: is the best
 highlighted row better than every other row by more than the seed-to-seed spread (mean + std against
-mean - std)? With ``cost``, each column also gets the best row at every cost (among the highlighted rows
-and the baselines, when named) and the cost frontier: the rows that no cheaper or equally cheap row beats.
+mean - std; ``n/a`` when both have a single run)? With ``cost``, each column also gets the best row at
+every cost (among the highlighted rows and the baselines, when named) and the cost frontier: the rows
+that no cheaper or equally cheap row beats.
 """
 
 from __future__ import annotations
@@ -206,6 +207,16 @@ def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -
     return lines
 
 
+def _ahead(best: Cell, other: Cell, sign: float) -> str:
+    """``yes`` if ``best``'s mean + std is beyond ``other``'s mean - std (in the metric's direction), else ``no``.
+
+    With one run in each cell there is no spread to compare with: ``n/a (one seed each)``.
+    """
+    if len(best.values) < 2 and len(other.values) < 2:
+        return "n/a (one seed each)"
+    return "yes" if sign * (other.mean - best.mean) - (best.std + other.std) > 0 else "no"
+
+
 def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[str]:
     """Per column, whether the best highlighted row beats every other row by more than the seed spread."""
     highlight = set(spec.get("highlight") or ())
@@ -226,8 +237,7 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
             continue
         g_row, g = min(ours.items(), key=lambda item: sign * item[1].mean)
         b_row, b = min(others.items(), key=lambda item: sign * item[1].mean)
-        margin = sign * (b.mean - g.mean) - (g.std + b.std)
-        answer = "yes" if margin > 0 else "no"
+        answer = _ahead(g, b, sign)
         lines.append(
             f"- {where}best of {', '.join(sorted(highlight))}: {g_row} {g.mean:.{digits}f} +- {g.std:.{digits}f}; "
             f"best other: {b_row} {b.mean:.{digits}f} +- {b.std:.{digits}f}. Better by more than the seed spread: "
@@ -266,9 +276,7 @@ def equal_cost(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list
             best = group[0][3]
             text = f"{cost:g}: {group[0][2]} {best.mean:.{digits}f} +- {best.std:.{digits}f}"
             if len(group) > 1:
-                runner_up = group[1][3]
-                ahead = sign * (runner_up.mean - best.mean) - (best.std + runner_up.std) > 0
-                text += f" (ahead of {group[1][2]} by more than the seed spread: {'yes' if ahead else 'no'})"
+                text += f" (ahead of {group[1][2]} by more than the seed spread: {_ahead(best, group[1][3], sign)})"
             groups.append(text)
         frontier, record = [], math.inf
         for cost, score, row, cell in sorted(scored, key=lambda s: (s[0], s[1])):
