@@ -207,6 +207,11 @@ def table(arranged: Arrangement, metrics: Sequence[str], spec: dict[str, Any]) -
     return lines
 
 
+def _sign(spec: dict[str, Any], metric: str) -> float:
+    """``1`` for a metric whose best is the smallest, ``-1`` for one in ``higher_is_better``."""
+    return -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
+
+
 def _ahead(best: Cell, other: Cell, sign: float) -> str:
     """``yes`` if ``best``'s mean + std is beyond ``other``'s mean - std (in the metric's direction), else ``no``.
 
@@ -224,7 +229,7 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
     if not highlight:
         return []
     digits = digits_of(spec, metric)
-    sign = -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
+    sign = _sign(spec, metric)
     lines = []
     for column in arranged.columns:
         cells = {row: arranged.cell(row, column, metric) for row in arranged.rows}
@@ -256,7 +261,7 @@ def equal_cost(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list
     """
     cost_metric = spec["cost"]
     digits = digits_of(spec, metric)
-    sign = -1.0 if metric in set(spec.get("higher_is_better") or ()) else 1.0
+    sign = _sign(spec, metric)
     compared = set(spec.get("highlight") or ()) | set(spec.get("baselines") or ())
     rows = [row for row in arranged.rows if not spec.get("baselines") or row in compared]
     lines = []
