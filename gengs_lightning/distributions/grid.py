@@ -294,35 +294,86 @@ def _fraction_coefficients(high: int, first: int, device: str) -> tuple[Tensor, 
     return tuple(torch.tensor(x, dtype=torch.float64, device=device) for x in (on_alpha, on_beta))
 
 
+def _upper_edge_beyond_series(
+    log_head: Tensor,
+    mean_head: Tensor,
+    at_high: Tensor,
+    mean: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    beta_c: Tensor,
+    high: int,
+) -> tuple[Tensor, Tensor]:
+    """``log P(X >= b)`` and ``E[X | X >= b]`` for rows whose tail series is not exact.
+
+    The complement ``1 - P(X < b)`` where the tail holds at least :data:`SERIES_THRESHOLD` of the mass,
+    Gauss's continued fraction (:func:`log_tail_ratio`) below it and where the complement is NaN.
+
+    Args:
+        log_head: ``log P(X < b)``.
+        mean_head: ``E[X | X < b]``.
+        at_high: ``log p_b``.
+        mean: The family's mean.
+        alpha: First recurrence coefficient.
+        beta: Second recurrence coefficient.
+        beta_c: ``1 - beta``.
+        high: The edge ``b``.
+    """
+    log_complement = log1mexp(log_head)
+    fraction = ~(log_complement >= _LOG_THRESHOLD)  # also where the complement is NaN
+    log_high, mean_high = log_complement, (mean - log_head.exp() * mean_head) / log_complement.exp()
+    if fraction.any():
+        log_tail = at_high[fraction] + log_tail_ratio(alpha[fraction], beta[fraction], beta_c[fraction], high)
+        log_high[fraction] = log_tail
+        mean_high[fraction] = (
+            torch.exp(at_high[fraction] - log_tail).mul_(high).add_(alpha[fraction]).div_(beta_c[fraction])
+        )
+    return log_high, mean_high
+
+
 class _FoldedTable(torch.autograd.Function):
-    """Forward: the folded table and the mass outside the window. Backward: see the module docstring."""
+    """Forward: the folded table and the mass outside the window. Backward: see the module docstring.
+
+    Only what a row needs is computed: the upper edge by the series (:func:`_series_tail`) everywhere,
+    the sums of the terms below the window's top (:func:`_range_sums`, one ``exp`` of the grid) for the
+    rows where the series is not exact and, for a window that starts above 0, for every row (its lower
+    edge is such a sum). A window from 0 whose tail the series sums exactly, the usual case of a window
+    that holds the posterior, needs no ``exp`` of the grid.
+    """
 
     @staticmethod
     def forward(ctx, eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
         theta = grid_theta(eta, log_norm, k, h, scratch=True)
-        table = theta[..., low : high + 1].to(dtype, copy=True)
-        at_high = theta[..., high].clone()
-        log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, low, high)
+        batch_shape = theta.shape[:-1]
+        theta = theta.reshape(-1, theta.shape[-1])
+        mean, alpha, beta, beta_c = (x.reshape(-1) for x in (mean, alpha, beta, beta_c))
+        table = theta[:, low : high + 1].to(dtype, copy=True)
+        at_high = theta[:, high].clone()
+        log_high, exact = _series_tail(at_high, alpha, beta, beta_c, high)
+        mean_high = torch.exp(at_high - log_high).mul_(high).add_(alpha).div_(beta_c)
 
-        log_complement = log1mexp(log_head)
-        log_tail, exact = _series_tail(at_high, alpha, beta, beta_c, high)
-        fraction = ~(exact | (log_complement >= _LOG_THRESHOLD))  # also where the complement is NaN
-        if fraction.any():
-            coefficients = (alpha[fraction], beta[fraction], beta_c[fraction])
-            log_tail[fraction] = at_high[fraction] + log_tail_ratio(*coefficients, high)
-        use_complement = ~(exact | fraction)
-        mean_complement = (mean - log_head.exp() * mean_head) / log_complement.exp()
-        mean_tail = torch.exp(at_high - log_tail).mul_(high).add_(alpha).div_(beta_c)
-
-        log_high = torch.where(use_complement, log_complement, log_tail)
-        mean_high = torch.where(use_complement, mean_complement, mean_tail)
-        table[..., 0] = log_low
-        table[..., -1] = log_high
-        outside = log_below.exp() + (log_high.exp() - at_high.exp()).clamp_min(0.0)
-        ctx.save_for_backward(_interior(low, high, str(k.device)), mean_low, mean_high)
+        rows = (~exact).nonzero().squeeze(-1)
+        if low > 0:
+            log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, low, high)
+            table[:, 0] = log_low
+            outside = log_below.exp()
+            log_head, mean_head = log_head[rows], mean_head[rows]
+        else:  # the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
+            mean_low, outside = torch.zeros_like(at_high), torch.zeros_like(at_high)
+            if rows.numel():
+                *_, log_head, mean_head = _range_sums(theta[rows], low, high)
+        if rows.numel():
+            log_high[rows], mean_high[rows] = _upper_edge_beyond_series(
+                log_head, mean_head, at_high[rows], mean[rows], alpha[rows], beta[rows], beta_c[rows], high
+            )
+        table[:, -1] = log_high
+        outside = outside + (log_high.exp() - at_high.exp()).clamp_min(0.0)
+        ctx.save_for_backward(
+            _interior(low, high, str(k.device)), mean_low.view(batch_shape), mean_high.view(batch_shape)
+        )
         ctx.shapes = (eta.shape, log_norm.shape)
         ctx.mark_non_differentiable(outside)
-        return table, outside.to(dtype)
+        return table.view(*batch_shape, -1), outside.view(batch_shape).to(dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor, _grad_outside: Tensor):
