@@ -62,7 +62,7 @@ def test_a_posterior_pinned_at_the_window_edge_warns_once_with_the_step(toy_args
     assert cli.trainer.global_step == 30  # a warning, not an error: the run goes on
     (message,) = edge_warnings(caught)
     assert message.startswith(
-        "At global step 1, epoch 0: the posterior puts 1 of its mass (trunc_edge_mass, batch mean"
+        "At global step 1, epoch 0, batch 1: the posterior puts 1 of its mass (trunc_edge_mass, batch mean"
     )
     assert "window [0, 59]" in message and "widen the window" in message and "GenGSNonparametric" in message
     (log_dir,) = event_dirs(tmp_path / "logs")

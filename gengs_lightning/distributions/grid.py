@@ -273,7 +273,7 @@ def log_tail_ratio(alpha: Tensor, beta: Tensor, beta_c: Tensor, high: int) -> Te
             d = torch.addcmul(ones, coefficient, d).add_(_TINY).reciprocal_()  # _TINY: never exactly 0
             c = torch.div(coefficient, c).add_(1.0).add_(_TINY)
             value.mul_(c).mul_(d)
-        if bool(((c * d - 1.0).abs() <= SERIES_TOLERANCE).all()):
+        if not bool(((c * d - 1.0).abs() > SERIES_TOLERANCE).any()):  # a NaN row (NaN parameters) stops too
             break
     return log_scale - value.log()
 

@@ -25,6 +25,7 @@ from gengs_lightning.callbacks.resume import ExactResumeMixin
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 from gengs_lightning.hparams import HParam, estimator_hparams, prior_hparams
+from gengs_lightning.models.step_watch import FirstStepWatch, raise_if_a_loss_was_not_finite, writes_logs_now
 
 _EVAL_STAGES = ("val", "test")
 
@@ -49,7 +50,10 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
     torchmetrics means that are exact under DDP, and stops with the step number when the loss is not
     finite (a non-finite gradient shows as a non-finite loss one step later; checking every gradient
     costs ~4% of a VAE step). It warns once, with the step, when the estimator's ``trunc_edge_mass``
-    exceeds :data:`EDGE_MASS_WARNING` (the posterior has run off its truncation window). Under DDP
+    exceeds :data:`EDGE_MASS_WARNING` (the posterior has run off its truncation window). Both checks
+    watch every step on the device and are read on the steps that write logs
+    (:mod:`~gengs_lightning.models.step_watch`), so no step waits for the device; they name the first
+    step where the loss went bad or the mass ran off. Under DDP
     every rank draws its own noise (see :meth:`setup`).
 
     Args:
@@ -86,6 +90,7 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
         names = ("loss", self.objective_name, "kl") if self.uses_kl else ("loss",)
         self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
         self._warned_edge = False
+        self._loss_watch, self._edge_watch = FirstStepWatch(), FirstStepWatch()
 
     def save_hyperparameters(self, *args: Any, frame: FrameType | None = None, **kwargs: Any) -> None:
         """Lightning's, without its advice to leave the estimator and the prior out.
@@ -202,24 +207,23 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         out = self.estimate(batch)
-        self._check_finite("loss", out.surrogate, batch_idx)
-        self._check_edge_mass(out)
+        self._watch_step(out, (self.global_step, self.current_epoch, batch_idx))
         if self._logging_step():
+            self._check_watched_steps(out)
             self._log_training(out)
         return out.surrogate
 
     def _logging_step(self) -> bool:
-        """Whether to log the step scalars now: when the trainer writes them, and at the end of an epoch.
+        """Whether this step's scalars are written (:func:`~gengs_lightning.models.step_watch.writes_logs_now`)."""
+        return writes_logs_now(self.trainer, self.global_step)
 
-        Lightning writes step metrics every ``log_every_n_steps`` and discards values logged in between,
-        and each ``self.log`` call costs a few percent of a small model's step, so the scalars are logged
-        only when they will be written, plus on the last batch of every epoch and the last step (so that
-        ``train/loss`` is in ``trainer.callback_metrics`` for callbacks and short runs).
-        """
-        trainer = self.trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        last_step = 0 < trainer.max_steps <= self.global_step + 1
-        return bool(getattr(connector, "should_update_logs", True)) or bool(trainer.is_last_batch) or last_step
+    def _watch_step(self, out: EstimatorOutput, place: tuple[int, int, int]) -> None:
+        """Record, on the device, whether the loss is finite and the edge mass high (read at logging steps)."""
+        loss = out.surrogate.detach()
+        self._loss_watch.update(~torch.isfinite(loss), loss, place)
+        edge = out.stats.get("trunc_edge_mass")
+        if edge is not None and not self._warned_edge:
+            self._edge_watch.update(edge > EDGE_MASS_WARNING, edge, place)
 
     def _log_training(self, out: EstimatorOutput) -> None:
         batch_size = out.loss.shape[0]
@@ -290,43 +294,38 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
 
-    def _check_finite(self, what: str, value: Tensor, batch_idx: int | None) -> None:
-        """Stop training with the step number if ``value`` is NaN or infinite.
-
-        Raises:
-            FloatingPointError: If ``value`` is not finite.
-        """
-        number = float(value.detach())
-        if not math.isfinite(number):
-            raise FloatingPointError(
-                f"{what} is {number} at {self._where(batch_idx)}; tau={self.estimator.tau.item():.4g}. If the "
-                "previous step's loss was finite, its gradient was not. Lower the learning rate, raise the "
-                "temperature or widen the truncation window."
-            )
-
-    def _check_edge_mass(self, out: EstimatorOutput) -> None:
-        """Warn once, with the step, when ``trunc_edge_mass`` exceeds :data:`EDGE_MASS_WARNING`.
+    def _check_watched_steps(self, out: EstimatorOutput) -> None:
+        """Stop at a non-finite loss and warn once about edge mass, naming the first step since the last check.
 
         A posterior pinned on the edge of its window (by an absurd learning rate, or a window too narrow
-        for the data) trains on: its loss stays flat while the gradient through the folded edge vanishes.
+        for the data) trains on: its loss stays flat while the gradient through the folded edge vanishes;
+        the warning fires above :data:`EDGE_MASS_WARNING`.
+
+        Raises:
+            FloatingPointError: If a loss since the last check was NaN or infinite.
         """
-        edge = out.stats.get("trunc_edge_mass")
-        if self._warned_edge or edge is None or not float(edge) > EDGE_MASS_WARNING:
+        raise_if_a_loss_was_not_finite(
+            self._loss_watch,
+            f"tau is {self.estimator.tau.item():.4g} now. If the previous step's loss was finite, its gradient "
+            "was not. Lower the learning rate, raise the temperature or widen the truncation window.",
+        )
+        found = self._edge_watch.pop()
+        if self._warned_edge or found is None:
             return
         self._warned_edge = True
+        (step, epoch, batch), edge = found
         window = getattr(out.posterior, "window", None)
         rank_zero_warn(
-            f"At {self._where()}: the posterior puts {float(edge):.3g} of its mass (trunc_edge_mass, batch mean "
-            f"of its most affected latent dimension; warning above {EDGE_MASS_WARNING}) on the edge of its "
-            f"truncation window {window}: the window no longer covers it. Lower the learning rate if it jumped "
-            "there, widen the window (the estimator's window or truncation argument), or use "
+            f"At global step {step}, epoch {epoch}, batch {batch}: the posterior puts {edge:.3g} of its mass "
+            f"(trunc_edge_mass, batch mean of its most affected latent dimension; warning above {EDGE_MASS_WARNING}) "
+            f"on the edge of its truncation window {window}: the window no longer covers it. Lower the learning "
+            "rate if it jumped there, widen the window (the estimator's window or truncation argument), or use "
             "GenGSNonparametric, which chooses the window for every batch."
         )
 
-    def _where(self, batch_idx: int | None = None) -> str:
-        """``global step N, epoch E[, batch B]``: where training is, for messages."""
-        where = f"global step {self.global_step}, epoch {self.current_epoch}"
-        return where if batch_idx is None else f"{where}, batch {batch_idx}"
+    def _where(self) -> str:
+        """``global step N, epoch E``: where training is, for messages."""
+        return f"global step {self.global_step}, epoch {self.current_epoch}"
 
     def configure_optimizers(self) -> Any:
         """One optimizer with two parameter groups: the model's, and the estimator's own.

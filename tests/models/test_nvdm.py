@@ -117,3 +117,21 @@ def test_a_decaying_temperature_schedule_on_nvdm_is_refused_before_training(tmp_
     args += ["--trainer.logger=false", *QUIET]
     with pytest.raises(ValueError, match="has no estimator with a temperature to anneal"):
         main(args)
+
+
+def test_a_non_finite_loss_stops_training_with_the_first_bad_step(tmp_path):
+    """Read at the logging steps, the check still names the step where the loss first went bad."""
+
+    class BrokenAtStepTwo(NVDM):
+        def losses(self, batch, num_samples):
+            values = super().losses(batch, num_samples)
+            if self.training and self.global_step == 2:
+                values["loss"] = values["loss"] * float("inf")
+            return values
+
+    torch.manual_seed(0)
+    model = BrokenAtStepTwo(vocab_size=30, topics=4, hidden=(16,), optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    data = BagOfWords(str(write_corpus(tmp_path / "corpus")), val_size=20, batch_size=16, eval_batch_size=30)
+    trainer = pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(FloatingPointError, match=r"loss is inf at global step 2, epoch 0, batch 2; lower the"):
+        trainer.fit(model, datamodule=data)
