@@ -5,8 +5,9 @@ on ``(B, D, n)`` logits, forward and backward; each GenGS estimator is timed in 
 Poisson latent of the same shape (encoder output ``(B, D, raw_size)``, window of size ``n``), from
 the encoder output to the gradient, with and without the KL term. Printed: median time, the ratio
 to Gumbel-Softmax, elements (B * D * n) per second, and the memory held for backward (bytes of the
-tensors autograd saves; on CUDA also the peak allocation). A second table checks that time grows
-linearly in n.
+tensors autograd saves; on CUDA also the peak allocation). The shape (1, 1, 16) is the fixed cost of
+one call. On CUDA the timer synchronises the device around every measurement
+(``torch.utils.benchmark``). A second table checks that time grows linearly in n.
 
     python scripts/bench_estimators.py               # CPU, default shapes
     python scripts/bench_estimators.py --device cuda --min-time 1.0
@@ -21,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
+from gengs_lightning.bench_device import describe, parse_device, peak_memory_mib, reset_peak_memory, synchronize
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSExplicit, GenGSImplicit, GenGSNonparametric, GenGSStraightThrough
 
-SHAPES = [(128, 20, 16), (128, 50, 32), (128, 20, 64), (128, 200, 32), (512, 50, 100), (32, 10, 512)]
+SHAPES = [(1, 1, 16), (128, 20, 16), (128, 50, 32), (128, 20, 64), (128, 200, 32), (512, 50, 100), (32, 10, 512)]
 ESTIMATORS = {
     "GenGSExplicit": lambda n: GenGSExplicit(window=n, tau=0.5),
     "GenGSImplicit": lambda n: GenGSImplicit(window=n, tau=0.5),
@@ -62,11 +64,11 @@ def peak_cuda_bytes(fn, device: torch.device) -> int:
     """Peak CUDA allocation during one call (0 on CPU)."""
     if device.type != "cuda":
         return 0
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(device)
+    synchronize(device)
+    reset_peak_memory(device)
     fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated(device)
+    synchronize(device)
+    return int(peak_memory_mib(device) * 2**20)
 
 
 def best_median(candidates: dict, min_time: float, rounds: int) -> dict[str, float]:
@@ -113,11 +115,11 @@ def bench_shape(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--min-time", type=float, default=0.4, help="seconds of timing per measurement")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    device = parse_device(args.device)
+    print(f"torch {torch.__version__}, {describe(device)}")
     header = ("estimator", "shape (B,D,n)", "time ms", "x GS", "Melem/s", "saved MB", "peak MB")
     print("{:<26}{:>18}{:>10}{:>8}{:>10}{:>10}{:>9}".format(*header))
     for shape in SHAPES:

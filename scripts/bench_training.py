@@ -22,8 +22,12 @@ Three Lightning set-ups are measured, each against its own interleaved plain loo
 
 The overhead is ``lightning / plain - 1`` of the summed step times (throughput) and of the median
 step, each the median over rounds with the quartiles. The first two steps of every run are left out.
+On CUDA (``--device cuda``) the clocks are read after synchronising the device, so a step's time is
+its latency; a host sync inside a step then costs nothing extra, and the figure is Python and launch
+overhead.
 
     python scripts/bench_training.py                       # random binary images of MNIST's shape
+    python scripts/bench_training.py --device cuda
     python scripts/bench_training.py --data-dir ../shared/data/mnist --steps 1000
 """
 
@@ -40,6 +44,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
+from gengs_lightning.bench_device import describe, parse_device, synchronize
 from gengs_lightning.callbacks import TemperatureSchedule
 from gengs_lightning.cli import DEFAULT_PROGRESS_BAR_REFRESH_RATE
 from gengs_lightning.distributions import Prior
@@ -77,8 +82,9 @@ class InterleavedPlainLoop(pl.Callback):
         plain_seconds: Duration of every plain step (including fetching its batch).
     """
 
-    def __init__(self, loader: DataLoader):
-        self.model = make_model().train()
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.device = device
+        self.model = make_model().to(device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loader = loader
         self.batches: Iterator[torch.Tensor] = iter(())
@@ -89,14 +95,17 @@ class InterleavedPlainLoop(pl.Callback):
         self.batches = iter(self.loader)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        synchronize(self.device)
         self.batch_starts.append(time.perf_counter())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        synchronize(self.device)
         start = time.perf_counter()
-        plain_batch = next(self.batches)
+        plain_batch = next(self.batches).to(self.device)
         self.optimizer.zero_grad()
         self.model.estimate(plain_batch).surrogate.backward()
         self.optimizer.step()
+        synchronize(self.device)
         self.plain_seconds.append(time.perf_counter() - start)
 
     def step_pairs(self) -> tuple[list[float], list[float]]:
@@ -128,9 +137,9 @@ SETUPS = {
 }
 
 
-def run(setup: str, loader: DataLoader) -> tuple[list[float], list[float]]:
+def run(setup: str, loader: DataLoader, device: torch.device) -> tuple[list[float], list[float]]:
     """One ``Trainer.fit`` epoch of ``setup`` with the plain loop interleaved: both loops' step seconds."""
-    plain = InterleavedPlainLoop(loader)
+    plain = InterleavedPlainLoop(loader, device)
     callbacks: list[pl.Callback] = [plain]
     with_cli_callbacks = setup in ("cli", "every_step")
     if with_cli_callbacks:
@@ -139,6 +148,8 @@ def run(setup: str, loader: DataLoader) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as log_dir:
         trainer = pl.Trainer(
             max_epochs=1,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[device.index or 0] if device.type == "cuda" else 1,
             logger=pl.loggers.TensorBoardLogger(log_dir, default_hp_metric=False),
             callbacks=callbacks,
             enable_checkpointing=False,
@@ -162,23 +173,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5, help="runs of every set-up, taking turns")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
+    device = parse_device(args.device)
     if args.steps < SKIPPED_STEPS + 3:
         parser.error(f"--steps must be at least {SKIPPED_STEPS + 3}, got {args.steps}")
     torch.manual_seed(0)
     loader = make_loader(args.data_dir, args.batch_size, args.steps)
-    run("bare", make_loader(None, args.batch_size, 20))  # warm up kernels and allocator
+    run("bare", make_loader(None, args.batch_size, 20), device)  # warm up kernels and allocator
     totals: dict[str, list[float]] = {setup: [] for setup in SETUPS}
     medians: dict[str, list[float]] = {setup: [] for setup in SETUPS}
     seconds: dict[str, list[tuple[float, float]]] = {setup: [] for setup in SETUPS}
     for _ in range(args.rounds):
         for setup in SETUPS:
-            lightning, plain = run(setup, loader)
+            lightning, plain = run(setup, loader, device)
             totals[setup].append(100 * (sum(lightning) / sum(plain) - 1))
             medians[setup].append(100 * (statistics.median(lightning) / statistics.median(plain) - 1))
             seconds[setup].append((sum(lightning) / len(lightning), sum(plain) / len(plain)))
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"torch {torch.__version__}, {describe(device)}, batch {args.batch_size}, "
         f"steps {len(loader)} per run, rounds {args.rounds}"
     )
     print(f"{'':32}  {'ms/step':>7}  {'plain':>6}  {'overhead of the total (quartiles)':<34}  of the median step")
