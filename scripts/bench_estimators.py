@@ -11,6 +11,7 @@ one call. On CUDA the timer synchronises the device around every measurement
 
     python scripts/bench_estimators.py               # CPU, default shapes
     python scripts/bench_estimators.py --device cuda --min-time 1.0
+    python scripts/bench_estimators.py --compile     # each estimator also under torch.compile
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def gumbel_softmax_step(logits: torch.Tensor, grad: torch.Tensor) -> None:
 
 
 def estimator_step(estimator, raw: torch.Tensor, prior: Prior, weight: torch.Tensor, kl: bool) -> None:
-    """One estimator call from encoder output to gradient with a linear objective."""
+    """One estimator call from encoder output to gradient with a linear objective (``estimator``: any callable)."""
     out = estimator(raw, lambda z: (z * weight).sum(-1), prior, kl=kl)
     out.surrogate.backward()
 
@@ -82,9 +83,16 @@ def best_median(candidates: dict, min_time: float, rounds: int) -> dict[str, flo
 
 
 def bench_shape(
-    batch: int, dims: int, n: int, device: torch.device, min_time: float, rounds: int = 3, names=None
+    batch: int,
+    dims: int,
+    n: int,
+    device: torch.device,
+    min_time: float,
+    rounds: int = 3,
+    names=None,
+    compile: bool = False,
 ) -> list[tuple]:
-    """Time the reference and the estimators on one shape; return table rows."""
+    """Time the reference and the estimators on one shape (with ``compile``, also ``torch.compile``d); table rows."""
     torch.manual_seed(0)
     prior = Prior("poisson", {"rate": n / 4}).to(device)
     logits = torch.randn(batch, dims, n, device=device, requires_grad=True)
@@ -97,6 +105,10 @@ def bench_shape(
         for kl in (False, True):
             label = name + (" +KL" if kl else "")
             candidates[label] = partial(estimator_step, estimator, raw, prior, weight, kl)
+            if compile:
+                compiled = partial(estimator_step, torch.compile(estimator.forward), raw, prior, weight, kl)
+                compiled(), compiled()  # compile (and recompile for the backward) before timing
+                candidates[label + " compiled"] = compiled
     times = best_median(candidates, min_time, rounds)
     reference, elements = times["F.gumbel_softmax"], batch * dims * n
     return [
@@ -117,15 +129,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--min-time", type=float, default=0.4, help="seconds of timing per measurement")
+    parser.add_argument("--compile", action="store_true", help="also time every estimator under torch.compile")
     args = parser.parse_args()
     device = parse_device(args.device)
     print(f"torch {torch.__version__}, {describe(device)}")
     header = ("estimator", "shape (B,D,n)", "time ms", "x GS", "Melem/s", "saved MB", "peak MB")
-    print("{:<26}{:>18}{:>10}{:>8}{:>10}{:>10}{:>9}".format(*header))
+    print("{:<35}{:>18}{:>10}{:>8}{:>10}{:>10}{:>9}".format(*header))
     for shape in SHAPES:
-        for label, shp, seconds, ratio, rate, saved, peak in bench_shape(*shape, device, args.min_time):
+        rows = bench_shape(*shape, device, args.min_time, compile=args.compile)
+        for label, shp, seconds, ratio, rate, saved, peak in rows:
             print(
-                f"{label:<26}{str(shp):>18}{seconds * 1e3:>10.3f}{ratio:>8.2f}{rate / 1e6:>10.1f}"
+                f"{label:<35}{str(shp):>18}{seconds * 1e3:>10.3f}{ratio:>8.2f}{rate / 1e6:>10.1f}"
                 f"{saved / 2**20:>10.2f}{peak / 2**20:>9.2f}"
             )
         print()
