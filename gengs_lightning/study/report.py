@@ -113,6 +113,12 @@ class Cell:
     def std(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
+    def summary(self, digits: int) -> str:
+        """``mean +- std`` over two runs or more, ``mean (one run)`` for one (no spread to state)."""
+        if len(self.values) > 1:
+            return f"{self.mean:.{digits}f} +- {self.std:.{digits}f}"
+        return f"{self.mean:.{digits}f} (one run)"
+
     def text(self, digits: int, bold: bool) -> str:
         if not self.expected:
             return "n/a"
@@ -244,8 +250,8 @@ def verdicts(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list[s
         b_row, b = min(others.items(), key=lambda item: sign * item[1].mean)
         answer = _ahead(g, b, sign)
         lines.append(
-            f"- {where}best of {', '.join(sorted(highlight))}: {g_row} {g.mean:.{digits}f} +- {g.std:.{digits}f}; "
-            f"best other: {b_row} {b.mean:.{digits}f} +- {b.std:.{digits}f}. Better by more than the seed spread: "
+            f"- {where}best of {', '.join(sorted(highlight))}: {g_row} {g.summary(digits)}; "
+            f"best other: {b_row} {b.summary(digits)}. Better by more than the seed spread: "
             f"**{answer}**."
         )
     return lines
@@ -279,7 +285,7 @@ def equal_cost(arranged: Arrangement, metric: str, spec: dict[str, Any]) -> list
         for cost in sorted({c for c, *_ in scored}):
             group = sorted((s for s in scored if s[0] == cost), key=lambda s: s[1])
             best = group[0][3]
-            text = f"{cost:g}: {group[0][2]} {best.mean:.{digits}f} +- {best.std:.{digits}f}"
+            text = f"{cost:g}: {group[0][2]} {best.summary(digits)}"
             if len(group) > 1:
                 text += f" (ahead of {group[1][2]} by more than the seed spread: {_ahead(best, group[1][3], sign)})"
             groups.append(text)

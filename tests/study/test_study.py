@@ -402,7 +402,10 @@ def test_the_verdict_compares_with_the_named_baselines_only(tmp_path):
     assert "best other: Reinforce 20.00" in write_report(study, "smoke", layout, tmp_path / "docs").read_text()
     one_seed = Study.load(write_study(tmp_path / "one.yaml", report=report, exclude=[{"seed": "seed1"}]))
     text = write_report(one_seed, "smoke", layout, tmp_path / "d1").read_text()
-    assert "Better by more than the seed spread: **n/a (one seed each)**" in text
+    assert (
+        "GenGSExplicit 10.00 (one run); best other: Reinforce 20.00 (one run). Better by more than the seed spread: **n/a (one seed each)**"
+        in text
+    )
     study = Study.load(write_study(tmp_path / "none.yaml", report={**report, "baselines": ["NoSuchRow"]}))
     assert "not enough finished runs for a verdict" in write_report(study, "smoke", layout, tmp_path / "d2").read_text()
 
