@@ -25,7 +25,12 @@ from gengs_lightning.callbacks.resume import ExactResumeMixin
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import Estimator, EstimatorOutput, Objective, ParameterRangeError
 from gengs_lightning.hparams import HParam, estimator_hparams, prior_hparams
-from gengs_lightning.models.step_watch import FirstStepWatch, raise_if_a_loss_was_not_finite, writes_logs_now
+from gengs_lightning.models.step_watch import (
+    above_watch,
+    non_finite_watch,
+    raise_if_a_loss_was_not_finite,
+    writes_logs_now,
+)
 
 _EVAL_STAGES = ("val", "test")
 
@@ -90,7 +95,7 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
         names = ("loss", self.objective_name, "kl") if self.uses_kl else ("loss",)
         self.eval_metrics = nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in _EVAL_STAGES for n in names})
         self._warned_edge = False
-        self._loss_watch, self._edge_watch = FirstStepWatch(), FirstStepWatch()
+        self._loss_watch, self._edge_watch = non_finite_watch(), above_watch(EDGE_MASS_WARNING)
 
     def save_hyperparameters(self, *args: Any, frame: FrameType | None = None, **kwargs: Any) -> None:
         """Lightning's, without its advice to leave the estimator and the prior out.
@@ -219,11 +224,10 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
 
     def _watch_step(self, out: EstimatorOutput, place: tuple[int, int, int]) -> None:
         """Record, on the device, whether the loss is finite and the edge mass high (read at logging steps)."""
-        loss = out.surrogate.detach()
-        self._loss_watch.update(~torch.isfinite(loss), loss, place)
+        self._loss_watch.update(out.surrogate, place)
         edge = out.stats.get("trunc_edge_mass")
         if edge is not None and not self._warned_edge:
-            self._edge_watch.update(edge > EDGE_MASS_WARNING, edge, place)
+            self._edge_watch.update(edge, place)
 
     def _log_training(self, out: EstimatorOutput) -> None:
         batch_size = out.loss.shape[0]

@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from gengs_lightning.callbacks.resume import ExactResumeMixin
 from gengs_lightning.hparams import HParam
-from gengs_lightning.models.step_watch import FirstStepWatch, raise_if_a_loss_was_not_finite, writes_logs_now
+from gengs_lightning.models.step_watch import non_finite_watch, raise_if_a_loss_was_not_finite, writes_logs_now
 from gengs_lightning.models.topic_model import TopicModelMixin, check_sizes, inference_network, multinomial_nll
 
 
@@ -82,7 +82,7 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
             {f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in ("loss", "recon", "kl")}
         )
         self.init_topic_metrics(topics)
-        self._loss_watch = FirstStepWatch()
+        self._loss_watch = non_finite_watch()
 
     def latent_hparams(self) -> dict[str, HParam]:
         """The latent's columns of the HPARAMS table: a Gaussian, no estimator (:mod:`gengs_lightning.hparams`)."""
@@ -111,7 +111,7 @@ class NVDM(TopicModelMixin, ExactResumeMixin, pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         values = self.losses(batch, self.num_samples)
         loss = values["loss"].mean()
-        self._loss_watch.update(~torch.isfinite(loss.detach()), loss, (self.global_step, self.current_epoch, batch_idx))
+        self._loss_watch.update(loss, (self.global_step, self.current_epoch, batch_idx))
         if writes_logs_now(self.trainer, self.global_step):
             raise_if_a_loss_was_not_finite(self._loss_watch, "lower the learning rate")
         for name, value in values.items():
