@@ -294,6 +294,11 @@ def _fraction_coefficients(high: int, first: int, device: str) -> tuple[Tensor, 
     return tuple(torch.tensor(x, dtype=torch.float64, device=device) for x in (on_alpha, on_beta))
 
 
+def _tail_mean(at_high: Tensor, log_tail: Tensor, alpha: Tensor, beta_c: Tensor, high: int) -> Tensor:
+    """``E[X | X >= b] = (alpha + b / F) / (1 - beta)`` with ``1 / F = p_b / P(X >= b)`` (module docstring)."""
+    return torch.exp(at_high - log_tail).mul_(high).add_(alpha).div_(beta_c)
+
+
 def _upper_edge_beyond_series(
     log_head: Tensor,
     mean_head: Tensor,
@@ -323,11 +328,9 @@ def _upper_edge_beyond_series(
     fraction = ~(log_complement >= _LOG_THRESHOLD)  # also where the complement is NaN
     log_high, mean_high = log_complement, (mean - log_head.exp() * mean_head) / log_complement.exp()
     if fraction.any():
-        log_tail = at_high[fraction] + log_tail_ratio(alpha[fraction], beta[fraction], beta_c[fraction], high)
-        log_high[fraction] = log_tail
-        mean_high[fraction] = (
-            torch.exp(at_high[fraction] - log_tail).mul_(high).add_(alpha[fraction]).div_(beta_c[fraction])
-        )
+        edge, alpha, beta_c = at_high[fraction], alpha[fraction], beta_c[fraction]
+        log_tail = edge + log_tail_ratio(alpha, beta[fraction], beta_c, high)
+        log_high[fraction], mean_high[fraction] = log_tail, _tail_mean(edge, log_tail, alpha, beta_c, high)
     return log_high, mean_high
 
 
@@ -350,7 +353,7 @@ class _FoldedTable(torch.autograd.Function):
         table = theta[:, low : high + 1].to(dtype, copy=True)
         at_high = theta[:, high].clone()
         log_high, exact = _series_tail(at_high, alpha, beta, beta_c, high)
-        mean_high = torch.exp(at_high - log_high).mul_(high).add_(alpha).div_(beta_c)
+        mean_high = _tail_mean(at_high, log_high, alpha, beta_c, high)
 
         rows = (~exact).nonzero().squeeze(-1)
         if low > 0:

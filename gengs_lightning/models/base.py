@@ -313,8 +313,8 @@ class DiscreteLatentModule(ExactResumeMixin, pl.LightningModule):
             f"tau is {self.estimator.tau.item():.4g} now. If the previous step's loss was finite, its gradient "
             "was not. Lower the learning rate, raise the temperature or widen the truncation window.",
         )
-        found = self._edge_watch.pop()
-        if self._warned_edge or found is None:
+        found = self._edge_watch.pop()  # only updated until the warning
+        if found is None:
             return
         self._warned_edge = True
         (step, epoch, batch), edge = found
