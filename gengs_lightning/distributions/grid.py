@@ -98,14 +98,11 @@ def grid_theta(eta: Tensor, log_norm: Tensor, k: Tensor, h: Tensor, scratch: boo
     """
     eta, log_norm = eta.detach(), log_norm.detach()
     shape = eta.shape + k.shape
-    if h.dim() > 1:
-        return eta.unsqueeze(-1) * k + h - log_norm.unsqueeze(-1)
-    coefficients = torch.stack([eta.reshape(-1), -log_norm.reshape(-1)], dim=-1)
-    rows = torch.stack([k, torch.ones_like(k)])
     buffer = _workspace(math.prod(shape), eta.device) if scratch else None
-    if buffer is None:
-        return torch.addmm(h, coefficients, rows).reshape(shape)
-    return torch.addmm(h, coefficients, rows, out=buffer.view(-1, k.shape[0])).view(shape)
+    # one exactly rounded operation per pass, so that every row is computed as it would be alone (a
+    # BLAS ``addmm`` picks its kernel, and with it its rounding, by the batch's shape)
+    theta = torch.mul(eta.unsqueeze(-1), k, out=None if buffer is None else buffer.view(shape))
+    return theta.add_(h).sub_(log_norm.unsqueeze(-1))
 
 
 def _cached(build):
@@ -124,17 +121,9 @@ def _cached(build):
 
 
 @_cached
-def _range_selector(low: int, high: int, device: str) -> Tensor:
-    """Columns that pick, from the grid ``0 .. high - 1``, the sums the fold needs.
-
-    On ``[0, low]``: its mass and first moment; the mass of ``[0, low)``; on ``(low, high)``: its
-    mass and first moment. One ``(high, 5)`` matrix, so that all of them come from a single matrix
-    product; each of the two segments is scaled by its own maximum before it (:func:`_range_sums`).
-    """
-    k = torch.arange(high, dtype=torch.float64)
-    lower, middle = (k <= low).double(), (k > low).double()
-    columns = [lower, lower * k, (k < low).double(), middle, middle * k]
-    return torch.stack(columns, dim=-1).to(device)
+def _outcomes(high: int, device: str) -> Tensor:
+    """The outcomes ``0 .. high - 1`` in float64, for the first moments of the ranges below ``high``."""
+    return torch.arange(high, dtype=torch.float64, device=device)
 
 
 @_cached
@@ -169,9 +158,12 @@ def _range_sums(theta: Tensor, low: int, high: int) -> tuple[Tensor, ...]:
     lower.sub_(low_max)
     middle.sub_(head_max)
     # terms below the smallest normal float64 are negligible against their range's maximum (1), and
-    # flooring them there keeps exp off its slow underflow path
-    sums = theta[..., :high].clamp_min_(_LOG_TINY).exp_() @ _range_selector(low, high, str(theta.device))
-    s_low, s_low_moment, s_below, s_middle, s_middle_moment = sums.unbind(-1)
+    # flooring them there keeps exp off its slow underflow path. Each sum is a reduction of its row alone
+    # (a BLAS product's rounding depends on the batch's shape, and a row must not depend on its batch).
+    terms = theta[..., :high].clamp_min_(_LOG_TINY).exp_()
+    moments = terms * _outcomes(high, str(theta.device))
+    s_low, s_below, s_middle = terms[..., : low + 1].sum(-1), terms[..., :low].sum(-1), terms[..., low + 1 :].sum(-1)
+    s_low_moment, s_middle_moment = moments[..., : low + 1].sum(-1), moments[..., low + 1 :].sum(-1)
     low_max, head_max = low_max.squeeze(-1), head_max.squeeze(-1)
     low_scale = torch.exp(low_max - head_max)
     s_head = torch.addcmul(s_middle, s_low, low_scale)
@@ -383,7 +375,7 @@ class _FoldedTable(torch.autograd.Function):
         interior, mean_low, mean_high = ctx.saved_tensors
         eta_shape, norm_shape = ctx.shapes
         grad = grad.double()
-        grad_eta = grad @ interior + grad[..., 0] * mean_low + grad[..., -1] * mean_high
+        grad_eta = (grad * interior).sum(-1) + grad[..., 0] * mean_low + grad[..., -1] * mean_high
         grad_norm = -grad.sum(-1)
         return (grad_eta.sum_to_size(eta_shape), grad_norm.sum_to_size(norm_shape)) + (None,) * 9
 
