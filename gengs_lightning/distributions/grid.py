@@ -20,8 +20,9 @@ parameter ``eta``, base measure ``h`` and log-normaliser ``A`` (Poisson: ``log r
 
 Every edge is thus accurate to the float64 rounding of its terms (the complement to that rounding
 over the tail mass, at most ``1 / SERIES_THRESHOLD`` times more), whatever the parameter and the
-window. It is computed in float64 from one matrix product (``eta k`` and ``h_k`` cancel badly in
-float32 at large rates) and returned in the parameters' dtype. Every entry is the log-mass of a set
+window. It is computed in float64 (``eta k`` and ``h_k`` cancel badly in float32 at large rates), each
+row by its own elementwise operations and reductions, so that a row is bit for bit what it is alone in
+a batch, and returned in the parameters' dtype. Every entry is the log-mass of a set
 of outcomes, so its derivative is ``d/d eta = E[X | set]`` and ``d/dA = -1``: the backward pass needs
 only the conditional means of the two edge sets, not the ``(batch, n)`` intermediates, and builds no
 graph. The upper one follows from the recurrence summed over ``k >= b``:
