@@ -122,12 +122,6 @@ def _cached(build):
 
 
 @_cached
-def _outcomes(high: int, device: str) -> Tensor:
-    """The outcomes ``0 .. high - 1`` in float64, for the first moments of the ranges below ``high``."""
-    return torch.arange(high, dtype=torch.float64, device=device)
-
-
-@_cached
 def _interior(low: int, high: int, device: str) -> Tensor:
     """The outcomes ``low .. high`` with both edges set to 0 (their sets' conditional means replace them)."""
     k = torch.arange(low, high + 1, dtype=torch.float64)
@@ -142,12 +136,18 @@ def _series_points(high: int, device: str) -> tuple[Tensor, Tensor]:
     return k.to(device), (k + 1.0).reciprocal().to(device)
 
 
-def _range_sums(theta: Tensor, low: int, high: int) -> tuple[Tensor, ...]:
+def _range_sums(theta: Tensor, k: Tensor, low: int, high: int) -> tuple[Tensor, ...]:
     """Log-masses and conditional means of the ranges below ``high``, each scaled by its own maximum.
 
     Overwrites ``theta[..., :high]``. Every range sum is taken relative to the largest term it
     contains, so none of them underflows however far the window lies from the mass: ``[0, low]`` by
     its own maximum, ``(low, high)`` by that of ``[0, high)``.
+
+    Args:
+        theta: The grid ``log p_k`` on ``k = 0 .. high``, shape ``(rows, high + 1)``.
+        k: The grid's outcomes ``0 .. high`` (float64).
+        low: Lower edge ``a`` of the window.
+        high: Upper edge ``b`` of the window.
 
     Returns:
         ``log P(X <= low)``, ``E[X | X <= low]``, ``log P(X < low)``, ``log P(X < high)`` and
@@ -162,7 +162,7 @@ def _range_sums(theta: Tensor, low: int, high: int) -> tuple[Tensor, ...]:
     # flooring them there keeps exp off its slow underflow path. Each sum is a reduction of its row alone
     # (a BLAS product's rounding depends on the batch's shape, and a row must not depend on its batch).
     terms = theta[..., :high].clamp_min_(_LOG_TINY).exp_()
-    moments = terms * _outcomes(high, str(theta.device))
+    moments = terms * k[:high]
     s_low, s_below, s_middle = terms[..., : low + 1].sum(-1), terms[..., :low].sum(-1), terms[..., low + 1 :].sum(-1)
     s_low_moment, s_middle_moment = moments[..., : low + 1].sum(-1), moments[..., low + 1 :].sum(-1)
     low_max, head_max = low_max.squeeze(-1), head_max.squeeze(-1)
@@ -350,14 +350,14 @@ class _FoldedTable(torch.autograd.Function):
 
         rows = (~exact).nonzero().squeeze(-1)
         if low > 0:
-            log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, low, high)
+            log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, k, low, high)
             table[:, 0] = log_low
             outside = log_below.exp()
             log_head, mean_head = log_head[rows], mean_head[rows]
         else:  # the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
             mean_low, outside = torch.zeros_like(at_high), torch.zeros_like(at_high)
             if rows.numel():
-                *_, log_head, mean_head = _range_sums(theta[rows], low, high)
+                *_, log_head, mean_head = _range_sums(theta[rows], k, low, high)
         if rows.numel():
             log_high[rows], mean_high[rows] = _upper_edge_beyond_series(
                 log_head, mean_head, at_high[rows], mean[rows], alpha[rows], beta[rows], beta_c[rows], high
