@@ -22,11 +22,13 @@ Every edge is thus accurate to the float64 rounding of its terms (the complement
 over the tail mass, at most ``1 / SERIES_THRESHOLD`` times more), whatever the parameter and the
 window. It is computed in float64 (``eta k`` and ``h_k`` cancel badly in float32 at large rates), each
 row by its own elementwise operations and reductions, so that a row is bit for bit what it is alone in
-a batch, and returned in the parameters' dtype. Every entry is the log-mass of a set
-of outcomes, so its derivative is ``d/d eta = E[X | set]`` and ``d/dA = -1``: the backward pass needs
-only the conditional means of the two edge sets, not the ``(batch, n)`` intermediates, and builds no
-graph. The upper one follows from the recurrence summed over ``k >= b``:
-``E[X | X >= b] = (alpha + b / F) / (1 - beta)``.
+a batch, and returned in the parameters' dtype. On CPU a native kernel computes the grid, the series
+and the range sums of all rows in one call (:mod:`~gengs_lightning.distributions.grid_native`) and
+leaves only the rows beyond the series to the other two routes; elsewhere PyTorch operations do it all
+(:func:`_eager_table`). Every entry is the log-mass of a set of outcomes, so its derivative is
+``d/d eta = E[X | set]`` and ``d/dA = -1``: the backward pass needs only the conditional means of the
+two edge sets, not the ``(batch, n)`` intermediates, and builds no graph. The upper one follows from
+the recurrence summed over ``k >= b``: ``E[X | X >= b] = (alpha + b / F) / (1 - beta)``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import threading
 
 import torch
 from torch import Tensor
+
+from gengs_lightning.distributions import grid_native
 
 #: Smallest upper-tail mass taken as the complement ``1 - P(X < b)``, which loses
 #: ``log2(1 / P(X >= b))`` bits; below it the tail is summed or a continued fraction.
@@ -327,8 +331,8 @@ def _upper_edge_beyond_series(
     return log_high, mean_high
 
 
-class _FoldedTable(torch.autograd.Function):
-    """Forward: the folded table and the mass outside the window. Backward: see the module docstring.
+def _eager_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
+    """The table ``(rows, n)``, outside mass and edge means by PyTorch operations (any device).
 
     Only what a row needs is computed: the upper edge by the series (:func:`_series_tail`) everywhere,
     the sums of the terms below the window's top (:func:`_range_sums`, one ``exp`` of the grid) for the
@@ -336,48 +340,83 @@ class _FoldedTable(torch.autograd.Function):
     edge is such a sum). A window from 0 whose tail the series sums exactly, the usual case of a window
     that holds the posterior, needs no ``exp`` of the grid.
     """
+    theta = grid_theta(eta, log_norm, k, h, scratch=True)
+    theta = theta.reshape(-1, theta.shape[-1])
+    mean, alpha, beta, beta_c = (x.reshape(-1) for x in (mean, alpha, beta, beta_c))
+    table = theta[:, low : high + 1].to(dtype, copy=True)
+    at_high = theta[:, high].clone()
+    log_high, exact = _series_tail(at_high, alpha, beta, beta_c, high)
+    mean_high = _tail_mean(at_high, log_high, alpha, beta_c, high)
+
+    rows = (~exact).nonzero().squeeze(-1)
+    if low > 0:
+        log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, k, low, high)
+        table[:, 0] = log_low
+        outside = log_below.exp()
+        log_head, mean_head = log_head[rows], mean_head[rows]
+    else:  # the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
+        mean_low, outside = torch.zeros_like(at_high), torch.zeros_like(at_high)
+        if rows.numel():
+            *_, log_head, mean_head = _range_sums(theta[rows], k, low, high)
+    if rows.numel():
+        log_high[rows], mean_high[rows] = _upper_edge_beyond_series(
+            log_head, mean_head, at_high[rows], mean[rows], alpha[rows], beta[rows], beta_c[rows], high
+        )
+    table[:, -1] = log_high
+    outside = outside + (log_high.exp() - at_high.exp()).clamp_min(0.0)
+    return table, outside, mean_low, mean_high
+
+
+def _native_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
+    """What :func:`_eager_table` returns, by the CPU kernel (:mod:`~gengs_lightning.distributions.grid_native`).
+
+    The kernel takes every row through the series route; the rows it flags as inexact get their upper
+    edge here from :func:`_upper_edge_beyond_series`, as in the eager route.
+    """
+    out = grid_native.forward(eta, log_norm, (alpha, beta, beta_c), h, low, high, dtype)
+    rows = out.inexact
+    if rows.numel():
+        mean, alpha, beta, beta_c = (x.reshape(-1)[rows] for x in (mean, alpha, beta, beta_c))
+        at_high = out.at_high[rows]
+        log_high, out.mean_high[rows] = _upper_edge_beyond_series(
+            out.log_head[rows], out.mean_head[rows], at_high, mean, alpha, beta, beta_c, high
+        )
+        out.table[rows, -1] = log_high.to(dtype)
+        out.outside[rows] = out.log_below[rows].exp() + (log_high.exp() - at_high.exp()).clamp_min(0.0)
+    return out.table, out.outside, out.mean_low, out.mean_high
+
+
+class _FoldedTable(torch.autograd.Function):
+    """Forward: the folded table and the mass outside the window. Backward: see the module docstring.
+
+    On CPU the native kernel computes both passes (:func:`_native_table`) where it could be built, the
+    PyTorch operations of :func:`_eager_table` elsewhere: the same maths, in the same order.
+    """
 
     @staticmethod
     def forward(ctx, eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
-        theta = grid_theta(eta, log_norm, k, h, scratch=True)
-        batch_shape = theta.shape[:-1]
-        theta = theta.reshape(-1, theta.shape[-1])
-        mean, alpha, beta, beta_c = (x.reshape(-1) for x in (mean, alpha, beta, beta_c))
-        table = theta[:, low : high + 1].to(dtype, copy=True)
-        at_high = theta[:, high].clone()
-        log_high, exact = _series_tail(at_high, alpha, beta, beta_c, high)
-        mean_high = _tail_mean(at_high, log_high, alpha, beta_c, high)
-
-        rows = (~exact).nonzero().squeeze(-1)
-        if low > 0:
-            log_low, mean_low, log_below, log_head, mean_head = _range_sums(theta, k, low, high)
-            table[:, 0] = log_low
-            outside = log_below.exp()
-            log_head, mean_head = log_head[rows], mean_head[rows]
-        else:  # the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
-            mean_low, outside = torch.zeros_like(at_high), torch.zeros_like(at_high)
-            if rows.numel():
-                *_, log_head, mean_head = _range_sums(theta[rows], k, low, high)
-        if rows.numel():
-            log_high[rows], mean_high[rows] = _upper_edge_beyond_series(
-                log_head, mean_head, at_high[rows], mean[rows], alpha[rows], beta[rows], beta_c[rows], high
-            )
-        table[:, -1] = log_high
-        outside = outside + (log_high.exp() - at_high.exp()).clamp_min(0.0)
-        ctx.save_for_backward(
-            _interior(low, high, str(k.device)), mean_low.view(batch_shape), mean_high.view(batch_shape)
-        )
+        ctx.native = grid_native.usable(eta)
+        route = _native_table if ctx.native else _eager_table
+        table, outside, mean_low, mean_high = route(eta, log_norm, mean, alpha, beta, beta_c, k, h, low, high, dtype)
+        batch_shape = eta.shape
+        ctx.save_for_backward(mean_low.view(batch_shape), mean_high.view(batch_shape))
+        ctx.window = (low, high)
         ctx.shapes = (eta.shape, log_norm.shape)
+        outside = outside.view(batch_shape).to(dtype)
         ctx.mark_non_differentiable(outside)
-        return table.view(*batch_shape, -1), outside.view(batch_shape).to(dtype)
+        return table.view(*batch_shape, -1), outside
 
     @staticmethod
     def backward(ctx, grad: Tensor, _grad_outside: Tensor):
-        interior, mean_low, mean_high = ctx.saved_tensors
-        eta_shape, norm_shape = ctx.shapes
-        grad = grad.double()
-        grad_eta = (grad * interior).sum(-1) + grad[..., 0] * mean_low + grad[..., -1] * mean_high
-        grad_norm = -grad.sum(-1)
+        mean_low, mean_high = ctx.saved_tensors
+        (low, high), (eta_shape, norm_shape) = ctx.window, ctx.shapes
+        if ctx.native and grad.device.type == "cpu" and not (grad.requires_grad and torch.is_grad_enabled()):
+            grad_eta, grad_norm = grid_native.backward(grad, mean_low, mean_high, low, high)
+        else:  # PyTorch operations, also where the backward is differentiated (``create_graph``: REBAR, RELAX)
+            grad = grad.double()
+            interior = _interior(low, high, str(grad.device))
+            grad_eta = (grad * interior).sum(-1) + grad[..., 0] * mean_low + grad[..., -1] * mean_high
+            grad_norm = -grad.sum(-1)
         return (grad_eta.sum_to_size(eta_shape), grad_norm.sum_to_size(norm_shape)) + (None,) * 9
 
 
