@@ -3,10 +3,11 @@
 The hot loops of the folded table (:mod:`gengs_lightning.distributions.grid`) are a few dozen
 floating-point operations per row; as PyTorch ops they cost one dispatch per pass over the batch.
 Here each kernel is a plain C++ source file next to this module, without PyTorch headers, so it
-compiles in about a second: ``$CXX`` (default ``c++``) ``-O3 -ffp-contract=off``, into a shared library
-in ``$GENGS_NATIVE_CACHE`` (default ``~/.cache/gengs_lightning/native``), named by the hash of the
-source, the compiler and the flags, and written atomically, so that concurrent processes (DDP ranks,
-test workers) share it. No fused multiply-add: every operation rounds as PyTorch's does.
+compiles in about a second: ``$CXX`` (default ``c++``) ``-O3 -march=native -ffp-contract=off``, into a
+shared library in ``$GENGS_NATIVE_CACHE`` (default ``~/.cache/gengs_lightning/native``), named by the
+hash of the source, the compiler, the flags and the CPU's feature flags (so a cache shared by different
+machines keeps one build per CPU), and written atomically, so that concurrent processes (DDP ranks, test
+workers) share it. No fused multiply-add: every operation rounds as PyTorch's does.
 
 Where there is no compiler, or ``GENGS_NATIVE=0``, :func:`load` returns ``None`` and the callers keep
 their eager PyTorch path (the same maths; slower on small tensors); a failed build warns once.
@@ -18,6 +19,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import tempfile
@@ -25,12 +27,21 @@ import warnings
 from pathlib import Path
 
 _SOURCES = Path(__file__).parent
-_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
 
 
 def enabled() -> bool:
     """Whether native kernels may be used: ``GENGS_NATIVE`` is unset or not ``0``."""
     return os.environ.get("GENGS_NATIVE", "1") != "0"
+
+
+def _machine() -> str:
+    """The CPU the library is built for (``-march=native``): its architecture and feature flags."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return f"{platform.machine()} {platform.processor()} {flags}"
 
 
 def _cache_dir() -> Path:
@@ -42,7 +53,7 @@ def _compile(name: str) -> Path:
     """Build (or find) the shared library of ``<name>.cpp``; raises on a failed build."""
     source = _SOURCES / f"{name}.cpp"
     compiler = shlex.split(os.environ.get("CXX", "c++"))
-    digest = hashlib.sha256(source.read_bytes() + repr((compiler, _FLAGS)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(source.read_bytes() + repr((compiler, _FLAGS, _machine())).encode()).hexdigest()[:16]
     target = _cache_dir() / f"{name}-{digest}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

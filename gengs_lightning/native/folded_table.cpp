@@ -9,6 +9,7 @@
 // no fused multiply-add, each operation rounded as PyTorch rounds it.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -58,31 +59,52 @@ RangeSums range_sums(const double* theta, int64_t low, int64_t high) {
           head_moment / s_head};
 }
 
-// _series_tail: log P(X >= high) from kSeriesTerms terms and the bracketed rest; false where the
-// bracket is wider than float64 resolution (or not finite).
-bool series_tail(double at_high, double alpha, double beta, double beta_c, int64_t high, double* log_high) {
-  double term = 1.0, partial = 0.0, last = 0.0;
-  for (int j = 0; j < kSeriesTerms; ++j) {
-    const double k = static_cast<double>(high + j);
-    double ratio = (beta * k + alpha) * (1.0 / (k + 1.0));
-    ratio = ratio < 0.0 ? 0.0 : ratio;  // clamp_min(0): exactly 0 past a binomial's support, NaN kept
-    term *= ratio;
-    if (j < kSeriesTerms - 1) partial += term; else last = term;
+// The points k = high .. high + J - 1 of the tail series and 1 / (k + 1), shared by every row
+// (grid._series_points).
+struct SeriesPoints {
+  double k[kSeriesTerms], inv_k1[kSeriesTerms];
+  explicit SeriesPoints(int64_t high) {
+    for (int j = 0; j < kSeriesTerms; ++j) {
+      k[j] = static_cast<double>(high + j);
+      inv_k1[j] = 1.0 / (k[j] + 1.0);
+    }
   }
-  partial += 1.0;
+};
+
+// Rows whose tail series are summed side by side, as one vector of lanes (GCC/Clang vector extension:
+// the compiler maps it onto whatever SIMD registers the target has).
+constexpr int kBlock = 8;
+typedef double Lanes __attribute__((vector_size(kBlock * sizeof(double))));
+
+// _series_tail for kBlock rows: F = P(X >= high) / p_high from kSeriesTerms terms and the bracketed
+// rest, returned as F - 1 (the mass beyond high relative to p_high, without cancellation) with whether
+// the bracket is within float64 resolution of F (false where it is wider or not finite).
+void series_tail(const SeriesPoints& points, const double* alpha, const double* beta, const double* beta_c,
+                 int64_t high, double* beyond, bool* exact) {
+  Lanes a, c, zero = {}, term = zero + 1.0, partial = zero;
+  std::memcpy(&a, alpha, sizeof a);
+  std::memcpy(&c, beta, sizeof c);
+  for (int j = 0; j < kSeriesTerms; ++j) {
+    const Lanes ratio = (c * points.k[j] + a) * points.inv_k1[j];
+    term *= ratio < zero ? zero : ratio;  // clamp_min(0): exactly 0 past a binomial's support, NaN kept
+    if (j < kSeriesTerms - 1) partial += term;
+  }
+  const Lanes last = term;
   const double next_k1 = static_cast<double>(high + kSeriesTerms) + 1.0;
-  double slope = (alpha - beta) / (next_k1 * next_k1);
-  const double ratio_c = nan_min(beta_c + slope * -next_k1, 1.0);
-  const double inv_c = ratio_c > 0.0 ? 1.0 / ratio_c : kInf;
-  const double inv_beta_c = 1.0 / beta_c;
-  const double inv_high = nan_max(inv_c, inv_beta_c);
-  slope = nan_max(slope, 0.0);
-  double inv_low = inv_c - slope * (1.0 - ratio_c) * (inv_c * inv_c * inv_c);
-  inv_low = nan_max(nan_max(inv_low, nan_min(inv_c, inv_beta_c)), 1.0);
-  const double value = partial + last * ((inv_high + inv_low) * 0.5);
-  const double error = (inv_high - inv_low) * last * 0.5;
-  *log_high = at_high + std::log(value);
-  return error <= kTolerance * value && value < kInf;
+  for (int b = 0; b < kBlock; ++b) {
+    double slope = (alpha[b] - beta[b]) / (next_k1 * next_k1);
+    const double ratio_c = nan_min(beta_c[b] + slope * -next_k1, 1.0);
+    const double inv_c = ratio_c > 0.0 ? 1.0 / ratio_c : kInf;
+    const double inv_beta_c = 1.0 / beta_c[b];
+    const double inv_high = nan_max(inv_c, inv_beta_c);
+    slope = nan_max(slope, 0.0);
+    double inv_low = inv_c - slope * (1.0 - ratio_c) * (inv_c * inv_c * inv_c);
+    inv_low = nan_max(nan_max(inv_low, nan_min(inv_c, inv_beta_c)), 1.0);
+    beyond[b] = partial[b] + last[b] * ((inv_high + inv_low) * 0.5);
+    const double value = 1.0 + beyond[b];
+    const double error = (inv_high - inv_low) * last[b] * 0.5;
+    exact[b] = error <= kTolerance * value && value < kInf;
+  }
 }
 
 template <typename Out>
@@ -91,18 +113,35 @@ int64_t forward(int64_t rows, int64_t low, int64_t high, const double* eta, cons
                 Out* table, double* at_high, double* log_high, double* mean_low, double* mean_high,
                 double* log_below, double* log_head, double* mean_head, double* outside, uint8_t* exact) {
   const int64_t m = high + 1, n = high - low + 1;
-  int64_t inexact = 0;
-  std::vector<double> grid(m);
+  const SeriesPoints points(high);
+  std::vector<double> grid(m), ks(m);
+  for (int64_t k = 0; k < m; ++k) ks[k] = static_cast<double>(k);
   double* th = grid.data();
+  int64_t inexact = 0;
+  double block_alpha[kBlock], block_beta[kBlock], block_beta_c[kBlock], block_beyond[kBlock];
+  bool block_exact[kBlock];
   for (int64_t r = 0; r < rows; ++r) {
+    const int b = static_cast<int>(r % kBlock);
+    if (b == 0) {  // the next kBlock rows' series (the last block padded with its first row)
+      for (int i = 0; i < kBlock; ++i) {
+        const int64_t row = r + i < rows ? r + i : r;
+        block_alpha[i] = alpha[row], block_beta[i] = beta[row], block_beta_c[i] = beta_c[row];
+      }
+      series_tail(points, block_alpha, block_beta, block_beta_c, high, block_beyond, block_exact);
+    }
     const double* hr = h + r * h_stride;
-    for (int64_t k = 0; k < m; ++k) th[k] = (eta[r] * static_cast<double>(k) + hr[k]) - log_norm[r];
+    for (int64_t k = 0; k < m; ++k) th[k] = (eta[r] * ks[k] + hr[k]) - log_norm[r];
     Out* row = table + r * n;
     for (int64_t j = 0; j < n; ++j) row[j] = static_cast<Out>(th[low + j]);
     at_high[r] = th[high];
-    const bool ok = series_tail(th[high], alpha[r], beta[r], beta_c[r], high, &log_high[r]);
+    const double beyond = block_beyond[b];
+    const bool ok = block_exact[b];
     exact[r] = ok;
-    mean_high[r] = (std::exp(th[high] - log_high[r]) * static_cast<double>(high) + alpha[r]) / beta_c[r];
+    const double value = 1.0 + beyond;
+    log_high[r] = th[high] + std::log(value);
+    // E[X | X >= b] = (alpha + b / F) / (1 - beta), and the mass beyond b is p_b (F - 1)
+    mean_high[r] = (static_cast<double>(high) / value + alpha[r]) / beta_c[r];
+    double beyond_mass = std::exp(th[high]) * beyond;
     if (low > 0 || !ok) {
       const RangeSums s = range_sums(th, low, high);
       log_head[r] = s.log_head;
@@ -111,14 +150,14 @@ int64_t forward(int64_t rows, int64_t low, int64_t high, const double* eta, cons
         row[0] = static_cast<Out>(s.log_low);
         mean_low[r] = s.mean_low;
         log_below[r] = s.log_below;
+        beyond_mass += std::exp(s.log_below);
       }
     }
     if (low == 0) {  // the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
       mean_low[r] = 0.0;
       log_below[r] = -kInf;
     }
-    const double below = low > 0 ? std::exp(log_below[r]) : 0.0;
-    outside[r] = below + nan_max(std::exp(log_high[r]) - std::exp(th[high]), 0.0);
+    outside[r] = beyond_mass;
     if (ok) row[n - 1] = static_cast<Out>(log_high[r]); else ++inexact;
   }
   return inexact;
