@@ -4,6 +4,7 @@ The kernel runs the eager route of :mod:`~gengs_lightning.distributions.grid` ro
 (the grid, the tail series, the range sums a row needs, the edges' means and the outside mass), so a
 call costs a few microseconds plus the arithmetic instead of some forty tensor operations. Rows whose
 series is not exact are returned flagged, for the caller's complement and continued-fraction routes.
+Large calls split their rows over ``torch.get_num_threads()`` threads (the kernel's own).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class NativeTable(NamedTuple):
 def _library() -> ctypes.CDLL | None:
     library = native.load("folded_table")
     if library is not None and library.gengs_folded_forward.restype is not _I64:
-        library.gengs_folded_forward.argtypes = [_I64] * 3 + [_PTR] * 6 + [_I64, _I32] + [_PTR] * 10
+        library.gengs_folded_forward.argtypes = [_I64] * 3 + [_PTR] * 6 + [_I64, _I32] + [_PTR] * 10 + [_I64]
         library.gengs_folded_forward.restype = _I64
-        library.gengs_folded_backward.argtypes = [_I64] * 3 + [_I32] + [_PTR] * 5
+        library.gengs_folded_backward.argtypes = [_I64] * 3 + [_I32] + [_PTR] * 5 + [_I64]
         library.gengs_folded_backward.restype = None
     return library
 
@@ -89,7 +90,7 @@ def forward(
     inputs = (eta, log_norm, alpha, beta, beta_c, h)
     inexact = _library().gengs_folded_forward(
         rows, low, high, *(x.data_ptr() for x in inputs), 0 if h.dim() == 1 else m, int(out_double),
-        table.data_ptr(), *(x.data_ptr() for x in per_row), exact.data_ptr(),
+        table.data_ptr(), *(x.data_ptr() for x in per_row), exact.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     rows_left = (exact == 0).nonzero().squeeze(-1) if inexact else exact.new_empty(0, dtype=torch.long)
     return NativeTable(table.to(dtype), *per_row.unbind(0), rows_left)
@@ -105,6 +106,6 @@ def backward(grad: Tensor, mean_low: Tensor, mean_high: Tensor, low: int, high: 
     out = torch.empty(2, grad.shape[0], dtype=torch.float64)
     _library().gengs_folded_backward(
         grad.shape[0], low, high, int(grad.dtype == torch.float64), grad.data_ptr(),
-        mean_low.data_ptr(), mean_high.data_ptr(), out[0].data_ptr(), out[1].data_ptr(),
+        mean_low.data_ptr(), mean_high.data_ptr(), out[0].data_ptr(), out[1].data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return out[0].view(shape), out[1].view(shape)

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 _SOURCES = Path(__file__).parent
-_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-pthread", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
 
 
 def enabled() -> bool:

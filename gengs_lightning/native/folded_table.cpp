@@ -10,7 +10,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <limits>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -182,33 +184,68 @@ void backward(int64_t rows, int64_t low, int64_t high, const Grad* grad, const d
 
 }  // namespace
 
+// Below this many grid entries (rows x (high + 1)) a call runs on the calling thread alone: starting a
+// thread costs about as much as computing this many entries.
+constexpr int64_t kParallelWork = 1 << 16;
+
+// body(first, last) over [0, rows) in up to `threads` contiguous chunks, one thread each; returns the
+// sum of what the chunks return. Rows are independent, so the result does not depend on the split.
+template <typename Body>
+int64_t parallel_rows(int64_t rows, int64_t width, int64_t threads, Body body) {
+  if (threads > rows) threads = rows;
+  if (threads <= 1 || rows * width < kParallelWork) return body(int64_t{0}, rows);
+  const int64_t chunk = (rows + threads - 1) / threads;
+  std::vector<int64_t> results(threads, 0);
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads && t * chunk < rows; ++t)
+    pool.emplace_back([&, t] { results[t] = body(t * chunk, std::min(rows, (t + 1) * chunk)); });
+  results[0] = body(int64_t{0}, chunk);
+  for (auto& thread : pool) thread.join();
+  int64_t total = 0;
+  for (const int64_t result : results) total += result;
+  return total;
+}
+
 extern "C" {
 
 // Forward pass of grid._FoldedTable for `rows` rows: the table (float32 if `out_double` is 0, else
 // float64), the outside mass, the edge means and, for the rows it returns as inexact (exact[r] == 0),
 // log p_high, log P(X < high) and E[X | X < high] for the caller's other routes. `h` holds the base
-// measure on 0 .. high, one row per `h_stride` doubles (0: shared). Returns the number of inexact rows.
+// measure on 0 .. high, one row per `h_stride` doubles (0: shared). Large calls use up to `threads`
+// threads. Returns the number of inexact rows.
 int64_t gengs_folded_forward(int64_t rows, int64_t low, int64_t high, const double* eta, const double* log_norm,
                              const double* alpha, const double* beta, const double* beta_c, const double* h,
                              int64_t h_stride, int32_t out_double, void* table, double* at_high,
                              double* log_high, double* mean_low, double* mean_high, double* log_below,
-                             double* log_head, double* mean_head, double* outside, uint8_t* exact) {
-  if (out_double)
-    return forward(rows, low, high, eta, log_norm, alpha, beta, beta_c, h, h_stride,
-                   static_cast<double*>(table), at_high, log_high, mean_low, mean_high, log_below, log_head,
-                   mean_head, outside, exact);
-  return forward(rows, low, high, eta, log_norm, alpha, beta, beta_c, h, h_stride,
-                 static_cast<float*>(table), at_high, log_high, mean_low, mean_high, log_below, log_head, mean_head,
-                 outside, exact);
+                             double* log_head, double* mean_head, double* outside, uint8_t* exact,
+                             int64_t threads) {
+  const int64_t n = high - low + 1;
+  return parallel_rows(rows, high + 1, threads, [&](int64_t first, int64_t last) {
+    const int64_t count = last - first;
+    double* per_row[] = {at_high, log_high, mean_low, mean_high, log_below, log_head, mean_head, outside};
+    for (double*& p : per_row) p += first;
+    const auto run = [&](auto* out) {
+      return forward(count, low, high, eta + first, log_norm + first, alpha + first, beta + first, beta_c + first,
+                     h + first * h_stride, h_stride, out + first * n, per_row[0], per_row[1], per_row[2],
+                     per_row[3], per_row[4], per_row[5], per_row[6], per_row[7], exact + first);
+    };
+    return out_double ? run(static_cast<double*>(table)) : run(static_cast<float*>(table));
+  });
 }
 
 // Backward pass of grid._FoldedTable: d/d eta and d/d A of sum(grad * table), per row.
 void gengs_folded_backward(int64_t rows, int64_t low, int64_t high, int32_t grad_double, const void* grad,
-                           const double* mean_low, const double* mean_high, double* grad_eta, double* grad_norm) {
-  if (grad_double)
-    backward(rows, low, high, static_cast<const double*>(grad), mean_low, mean_high, grad_eta, grad_norm);
-  else
-    backward(rows, low, high, static_cast<const float*>(grad), mean_low, mean_high, grad_eta, grad_norm);
+                           const double* mean_low, const double* mean_high, double* grad_eta, double* grad_norm,
+                           int64_t threads) {
+  const int64_t n = high - low + 1;
+  parallel_rows(rows, n, threads, [&](int64_t first, int64_t last) {
+    const auto run = [&](const auto* g) {
+      backward(last - first, low, high, g + first * n, mean_low + first, mean_high + first, grad_eta + first,
+               grad_norm + first);
+    };
+    grad_double ? run(static_cast<const double*>(grad)) : run(static_cast<const float*>(grad));
+    return int64_t{0};
+  });
 }
 
 }  // extern "C"

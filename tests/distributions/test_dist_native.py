@@ -228,3 +228,22 @@ def test_the_library_is_built_once_and_shared(tmp_path):
     built = library.stat().st_mtime_ns
     second = run_python(BUILD_A_TABLE, GENGS_NATIVE_CACHE=str(tmp_path))
     assert second.stdout == first.stdout and library.stat().st_mtime_ns == built
+
+
+@needs_kernel
+def test_a_large_call_split_over_threads_is_bitwise_the_one_thread_call():
+    """Above ``kParallelWork`` grid entries the kernel splits its rows over threads; rows are independent."""
+    rate = torch.logspace(-3, 3, 4099, dtype=torch.float64).requires_grad_()  # 4099 x 64 entries, odd split
+    g = torch.randn(4099, 61, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            member = TruncatedPoisson(rate, window=(3, 63))
+            (grad,) = torch.autograd.grad((member.log_pmf * g).sum(), rate)
+            results.append((member.log_pmf.detach(), member.tail_mass, grad))
+    finally:
+        torch.set_num_threads(threads)
+    for one, split in zip(*results, strict=True):
+        assert torch.equal(one, split)
