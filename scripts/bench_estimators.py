@@ -12,6 +12,7 @@ one call. On CUDA the timer synchronises the device around every measurement
     python scripts/bench_estimators.py               # CPU, default shapes
     python scripts/bench_estimators.py --device cuda --min-time 1.0
     python scripts/bench_estimators.py --compile     # each estimator also under torch.compile
+    GENGS_NATIVE=0 python scripts/bench_estimators.py  # the folded table by PyTorch ops, not the CPU kernel
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 
 from gengs_lightning.bench_device import describe, parse_device, peak_memory_mib, reset_peak_memory, synchronize
-from gengs_lightning.distributions import Prior
+from gengs_lightning.distributions import Prior, grid_native
 from gengs_lightning.estimators import GenGSExplicit, GenGSImplicit, GenGSNonparametric, GenGSStraightThrough
 
 SHAPES = [(1, 1, 16), (128, 20, 16), (128, 50, 32), (128, 20, 64), (128, 200, 32), (512, 50, 100), (32, 10, 512)]
@@ -133,6 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     device = parse_device(args.device)
     print(f"torch {torch.__version__}, {describe(device)}")
+    route = "native CPU kernel" if grid_native.usable(torch.zeros((), device=device)) else "PyTorch operations"
+    print(f"folded table of the explicit estimators: {route}")
     header = ("estimator", "shape (B,D,n)", "time ms", "x GS", "Melem/s", "saved MB", "peak MB")
     print("{:<35}{:>18}{:>10}{:>8}{:>10}{:>10}{:>9}".format(*header))
     for shape in SHAPES:
