@@ -332,7 +332,7 @@ def _upper_edge_beyond_series(
 
 
 def _eager_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
-    """The table ``(rows, n)``, outside mass and edge means by PyTorch operations (any device).
+    """The table ``(*batch, n)``, outside mass and edge means ``(*batch,)`` by PyTorch operations (any device).
 
     Only what a row needs is computed: the upper edge by the series (:func:`_series_tail`) everywhere,
     the sums of the terms below the window's top (:func:`_range_sums`, one ``exp`` of the grid) for the
@@ -364,7 +364,8 @@ def _eager_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high:
         )
     table[:, -1] = log_high
     outside = outside + (log_high.exp() - at_high.exp()).clamp_min(0.0)
-    return table, outside, mean_low, mean_high
+    batch = eta.shape
+    return table.view(*batch, -1), outside.view(batch), mean_low.view(batch), mean_high.view(batch)
 
 
 def _native_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
@@ -375,14 +376,14 @@ def _native_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high
     """
     out = grid_native.forward(eta, log_norm, (alpha, beta, beta_c), h, low, high, dtype)
     rows = out.inexact
-    if rows.numel():
+    if rows is not None:
         mean, alpha, beta, beta_c = (x.reshape(-1)[rows] for x in (mean, alpha, beta, beta_c))
-        at_high = out.at_high[rows]
-        log_high, out.mean_high[rows] = _upper_edge_beyond_series(
-            out.log_head[rows], out.mean_head[rows], at_high, mean, alpha, beta, beta_c, high
+        at_high, log_below = out.flat("at_high")[rows], out.flat("log_below")[rows]
+        log_high, out.flat("mean_high")[rows] = _upper_edge_beyond_series(
+            out.flat("log_head")[rows], out.flat("mean_head")[rows], at_high, mean, alpha, beta, beta_c, high
         )
-        out.table[rows, -1] = log_high.to(dtype)
-        out.outside[rows] = out.log_below[rows].exp() + (log_high.exp() - at_high.exp()).clamp_min(0.0)
+        out.table.view(-1, high - low + 1)[rows, -1] = log_high.to(dtype)
+        out.flat("outside")[rows] = log_below.exp() + (log_high.exp() - at_high.exp()).clamp_min(0.0)
     return out.table, out.outside, out.mean_low, out.mean_high
 
 
@@ -398,13 +399,12 @@ class _FoldedTable(torch.autograd.Function):
         ctx.native = grid_native.usable(eta)
         route = _native_table if ctx.native else _eager_table
         table, outside, mean_low, mean_high = route(eta, log_norm, mean, alpha, beta, beta_c, k, h, low, high, dtype)
-        batch_shape = eta.shape
-        ctx.save_for_backward(mean_low.view(batch_shape), mean_high.view(batch_shape))
+        ctx.save_for_backward(mean_low, mean_high)
         ctx.window = (low, high)
         ctx.shapes = (eta.shape, log_norm.shape)
-        outside = outside.view(batch_shape).to(dtype)
+        outside = outside.to(dtype)
         ctx.mark_non_differentiable(outside)
-        return table.view(*batch_shape, -1), outside
+        return table, outside
 
     @staticmethod
     def backward(ctx, grad: Tensor, _grad_outside: Tensor):

@@ -209,25 +209,23 @@ int64_t parallel_rows(int64_t rows, int64_t width, int64_t threads, Body body) {
 extern "C" {
 
 // Forward pass of grid._FoldedTable for `rows` rows: the table (float32 if `out_double` is 0, else
-// float64), the outside mass, the edge means and, for the rows it returns as inexact (exact[r] == 0),
-// log p_high, log P(X < high) and E[X | X < high] for the caller's other routes. `h` holds the base
+// float64) and, in `per_row` (8 x rows, in the order of grid_native.ROW_OUTPUTS), the edge means, the
+// outside mass and, for the rows it returns as inexact (exact[r] == 0), log p_high, log P(X < high) and
+// E[X | X < high] for the caller's other routes. `h` holds the base
 // measure on 0 .. high, one row per `h_stride` doubles (0: shared). Large calls use up to `threads`
 // threads. Returns the number of inexact rows.
 int64_t gengs_folded_forward(int64_t rows, int64_t low, int64_t high, const double* eta, const double* log_norm,
                              const double* alpha, const double* beta, const double* beta_c, const double* h,
-                             int64_t h_stride, int32_t out_double, void* table, double* at_high,
-                             double* log_high, double* mean_low, double* mean_high, double* log_below,
-                             double* log_head, double* mean_head, double* outside, uint8_t* exact,
+                             int64_t h_stride, int32_t out_double, void* table, double* per_row, uint8_t* exact,
                              int64_t threads) {
   const int64_t n = high - low + 1;
   return parallel_rows(rows, high + 1, threads, [&](int64_t first, int64_t last) {
-    const int64_t count = last - first;
-    double* per_row[] = {at_high, log_high, mean_low, mean_high, log_below, log_head, mean_head, outside};
-    for (double*& p : per_row) p += first;
-    const auto run = [&](auto* out) {
-      return forward(count, low, high, eta + first, log_norm + first, alpha + first, beta + first, beta_c + first,
-                     h + first * h_stride, h_stride, out + first * n, per_row[0], per_row[1], per_row[2],
-                     per_row[3], per_row[4], per_row[5], per_row[6], per_row[7], exact + first);
+    double* out[8];  // grid_native.ROW_OUTPUTS, each `rows` long
+    for (int i = 0; i < 8; ++i) out[i] = per_row + i * rows + first;
+    const auto run = [&](auto* values) {
+      return forward(last - first, low, high, eta + first, log_norm + first, alpha + first, beta + first,
+                     beta_c + first, h + first * h_stride, h_stride, values + first * n, out[3], out[4], out[0],
+                     out[1], out[5], out[6], out[7], out[2], exact + first);
     };
     return out_double ? run(static_cast<double*>(table)) : run(static_cast<float*>(table));
   });
