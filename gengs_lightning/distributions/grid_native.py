@@ -106,6 +106,6 @@ def backward(grad: Tensor, mean_low: Tensor, mean_high: Tensor, low: int, high: 
     out = torch.empty((2, *mean_low.shape), dtype=torch.float64)
     _library().gengs_folded_backward(
         mean_low.numel(), low, high, int(grad.dtype == torch.float64), *[x.data_ptr() for x in held],
-        out.data_ptr(), out.data_ptr() + 8 * mean_low.numel(), torch.get_num_threads(),
+        out[0].data_ptr(), out[1].data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return out[0], out[1]

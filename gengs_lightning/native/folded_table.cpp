@@ -143,7 +143,7 @@ int64_t forward(int64_t rows, int64_t low, int64_t high, const double* eta, cons
     log_high[r] = th[high] + std::log(value);
     // E[X | X >= b] = (alpha + b / F) / (1 - beta), and the mass beyond b is p_b (F - 1)
     mean_high[r] = (static_cast<double>(high) / value + alpha[r]) / beta_c[r];
-    double beyond_mass = std::exp(th[high]) * beyond;
+    double outside_mass = std::exp(th[high]) * beyond;  // P(X > b), plus P(X < a) below
     if (low > 0 || !ok) {
       const RangeSums s = range_sums(th, low, high);
       log_head[r] = s.log_head;
@@ -152,14 +152,14 @@ int64_t forward(int64_t rows, int64_t low, int64_t high, const double* eta, cons
         row[0] = static_cast<Out>(s.log_low);
         mean_low[r] = s.mean_low;
         log_below[r] = s.log_below;
-        beyond_mass += std::exp(s.log_below);
+        outside_mass += std::exp(s.log_below);
       }
     }
     if (low == 0) {  // the lower edge is the outcome 0 itself: P(X <= 0) = p_0, E[X | X <= 0] = 0
       mean_low[r] = 0.0;
       log_below[r] = -kInf;
     }
-    outside[r] = beyond_mass;
+    outside[r] = outside_mass;
     if (ok) row[n - 1] = static_cast<Out>(log_high[r]); else ++inexact;
   }
   return inexact;
