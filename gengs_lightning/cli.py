@@ -40,7 +40,8 @@ class GenGSCLI(LightningCLI):
 
     The schedule is a top-level ``temperature`` group (``--temperature.kind exponential``), not an
     entry of ``trainer.callbacks``, so that a config that lists other callbacks cannot drop it.
-    ``--test_after_fit true`` makes ``fit`` also test the best checkpoint. The progress bar refreshes
+    ``--test_after_fit true`` makes ``fit`` also test the best checkpoint; ``--compile true`` adds a
+    :class:`~gengs_lightning.callbacks.CompileModel`. The progress bar refreshes
     every ``--progress_bar_refresh_rate`` steps (0 hides it) unless the config lists a progress bar of
     its own or sets ``trainer.enable_progress_bar`` to false. Every run also has an
     :class:`~gengs_lightning.callbacks.HParamsTable` (TensorBoard's HPARAMS row, added by :func:`main`
@@ -55,6 +56,13 @@ class GenGSCLI(LightningCLI):
             type=bool,
             default=False,
             help="After fit, run the test loop on the best checkpoint (or the final weights without one).",
+        )
+        parser.add_argument(
+            "--compile",
+            type=bool,
+            default=False,
+            help="torch.compile the model's encode and objective (gengs_lightning.callbacks.CompileModel; list "
+            "that callback in trainer.callbacks instead to set its options).",
         )
         parser.add_argument(
             "--progress_bar_refresh_rate",
@@ -82,10 +90,12 @@ class GenGSCLI(LightningCLI):
         if config.get("weights_only", False) is None:
             config.weights_only = True
         trainer = config.trainer
+        if config.get("compile"):
+            compiler = Namespace(class_path="gengs_lightning.callbacks.CompileModel", init_args=Namespace())
+            trainer.callbacks = [*_as_list(trainer.callbacks), compiler]
         if trainer.enable_progress_bar is False:
             return
-        callbacks = trainer.callbacks or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        callbacks = _as_list(trainer.callbacks)
         if any(_is_progress_bar(callback) for callback in callbacks):
             return
         progress_bar = Namespace(
@@ -119,6 +129,13 @@ class GenGSCLI(LightningCLI):
     def after_test(self) -> None:
         """Print the summary of the test (:func:`~gengs_lightning.summary.print_summary`)."""
         print_summary(self.trainer, self.model, "test")
+
+
+def _as_list(callbacks) -> list:
+    """A config's ``trainer.callbacks`` (``None``, one callback or a list) as a list."""
+    if not callbacks:
+        return []
+    return callbacks if isinstance(callbacks, list) else [callbacks]
 
 
 def _is_progress_bar(callback: Namespace | pl.Callback) -> bool:

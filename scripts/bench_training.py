@@ -18,7 +18,10 @@ Three Lightning set-ups are measured, each against its own interleaved plain loo
   refreshed every ``--progress_bar_refresh_rate`` (10) steps, and the temperature schedule (the
   config's GradientMonitor is left out: 20 extra estimator draws every 1000 steps are a measurement
   the user asks for, not loop overhead);
-* ``every_step``: ``cli`` with the progress bar refreshed after every step (Lightning's default).
+* ``every_step``: ``cli`` with the progress bar refreshed after every step (Lightning's default);
+* ``compiled`` (with ``--compile``): ``gengs`` with the model's encode and objective under
+  ``torch.compile`` (:class:`~gengs_lightning.callbacks.CompileModel`); the steps that compile are
+  among the first ones left out.
 
 The overhead is ``lightning / plain - 1`` of the summed step times (throughput) and of the median
 step, each the median over rounds with the quartiles. The first two steps of every run are left out.
@@ -28,6 +31,7 @@ overhead.
 
     python scripts/bench_training.py                       # random binary images of MNIST's shape
     python scripts/bench_training.py --device cuda
+    python scripts/bench_training.py --compile             # also the VAE under torch.compile (CompileModel)
     python scripts/bench_training.py --data-dir ../shared/data/mnist --steps 1000
 """
 
@@ -45,7 +49,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from gengs_lightning.bench_device import describe, parse_device, synchronize
-from gengs_lightning.callbacks import TemperatureSchedule
+from gengs_lightning.callbacks import CompileModel, TemperatureSchedule
 from gengs_lightning.cli import DEFAULT_PROGRESS_BAR_REFRESH_RATE
 from gengs_lightning.distributions import Prior
 from gengs_lightning.estimators import GenGSImplicit
@@ -137,10 +141,16 @@ SETUPS = {
 }
 
 
+#: With ``--compile``: the ``gengs`` set-up with the model's encode and objective under ``torch.compile``.
+COMPILED = {"compiled": "  gengs VAE, torch.compile"}
+
+
 def run(setup: str, loader: DataLoader, device: torch.device) -> tuple[list[float], list[float]]:
     """One ``Trainer.fit`` epoch of ``setup`` with the plain loop interleaved: both loops' step seconds."""
     plain = InterleavedPlainLoop(loader, device)
     callbacks: list[pl.Callback] = [plain]
+    if setup == "compiled":
+        callbacks.append(CompileModel())
     with_cli_callbacks = setup in ("cli", "every_step")
     if with_cli_callbacks:
         refresh_rate = 1 if setup == "every_step" else DEFAULT_PROGRESS_BAR_REFRESH_RATE
@@ -174,18 +184,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5, help="runs of every set-up, taking turns")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--compile", action="store_true", help="also time the gengs VAE under torch.compile")
     args = parser.parse_args()
+    setups = {**SETUPS, **(COMPILED if args.compile else {})}
     device = parse_device(args.device)
     if args.steps < SKIPPED_STEPS + 3:
         parser.error(f"--steps must be at least {SKIPPED_STEPS + 3}, got {args.steps}")
     torch.manual_seed(0)
     loader = make_loader(args.data_dir, args.batch_size, args.steps)
     run("bare", make_loader(None, args.batch_size, 20), device)  # warm up kernels and allocator
-    totals: dict[str, list[float]] = {setup: [] for setup in SETUPS}
-    medians: dict[str, list[float]] = {setup: [] for setup in SETUPS}
-    seconds: dict[str, list[tuple[float, float]]] = {setup: [] for setup in SETUPS}
+    totals: dict[str, list[float]] = {setup: [] for setup in setups}
+    medians: dict[str, list[float]] = {setup: [] for setup in setups}
+    seconds: dict[str, list[tuple[float, float]]] = {setup: [] for setup in setups}
     for _ in range(args.rounds):
-        for setup in SETUPS:
+        for setup in setups:
             lightning, plain = run(setup, loader, device)
             totals[setup].append(100 * (sum(lightning) / sum(plain) - 1))
             medians[setup].append(100 * (statistics.median(lightning) / statistics.median(plain) - 1))
@@ -195,7 +207,7 @@ def main() -> None:
         f"steps {len(loader)} per run, rounds {args.rounds}"
     )
     print(f"{'':32}  {'ms/step':>7}  {'plain':>6}  {'overhead of the total (quartiles)':<34}  of the median step")
-    for setup, label in SETUPS.items():
+    for setup, label in setups.items():
         lightning_ms = 1e3 * statistics.median(run_seconds for run_seconds, _ in seconds[setup])
         plain_ms = 1e3 * statistics.median(plain_seconds for _, plain_seconds in seconds[setup])
         print(
