@@ -88,7 +88,7 @@ def conditional_gumbel(
         The conditional scores, shape ``(..., n)``.
     """
     if not normalized:
-        log_pmf = log_pmf - log_pmf.logsumexp(-1, keepdim=True)
+        log_pmf = torch.log_softmax(log_pmf, -1)
     log_pmf = floor_log_pmf(log_pmf)
     shape = torch.broadcast_shapes(log_pmf.shape, index.shape + log_pmf.shape[-1:])
     if uniform is None:

@@ -68,7 +68,7 @@ class TruncatedDiscrete(Distribution):
         if validate_args and torch.isnan(log_pmf).any():
             raise ValueError(f"log_pmf must not contain NaN, got {log_pmf}")
         if not normalized:
-            log_pmf = log_pmf - log_pmf.logsumexp(-1, keepdim=True)
+            log_pmf = torch.log_softmax(log_pmf, -1)  # one fused pass, forward and backward
         self._set_table(log_pmf, outcomes, window, tail_mass=None)
         super().__init__(log_pmf.shape[:-1], outcomes.shape[1:], validate_args=validate_args)
 
