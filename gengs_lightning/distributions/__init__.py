@@ -10,6 +10,7 @@ from gengs_lightning.distributions.gumbel import (
     gumbel_top_k,
     sample_gumbel,
     sample_uniform,
+    with_samples,
 )
 from gengs_lightning.distributions.igr import IGRCategorical
 from gengs_lightning.distributions.igr_prior import IGRPriorFit, fit_igr_prior
@@ -64,4 +65,5 @@ __all__ = [
     "sample_gumbel",
     "sample_uniform",
     "untruncated_kl",
+    "with_samples",
 ]

@@ -35,6 +35,17 @@ def sample_gumbel(
     return uniform.log_().neg_().log_().neg_()
 
 
+def with_samples(tensor: Tensor, sample_shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """``tensor`` with leading ``sample_shape`` axes, for one draw per sample (no copy).
+
+    One sample is a view (``reshape``), whose backward is free; more are ``expand``, whose backward sums
+    the samples' gradients. (``expand`` to one sample would also sum, a full pass over the gradient.)
+    """
+    sample_shape = torch.Size(sample_shape)
+    shape = sample_shape + tensor.shape
+    return tensor.reshape(shape) if sample_shape.numel() == 1 else tensor.expand(shape)
+
+
 def floor_log_pmf(log_pmf: Tensor) -> Tensor:
     """``log_pmf`` with ``-inf`` (zero-mass outcomes) raised to a huge finite negative value.
 

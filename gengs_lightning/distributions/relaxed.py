@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from gengs_lightning.distributions.gumbel import sample_gumbel
+from gengs_lightning.distributions.gumbel import sample_gumbel, with_samples
 from gengs_lightning.distributions.truncated import TruncatedDiscrete
 
 
@@ -124,8 +124,7 @@ class GenGS(Distribution):
         return GenGS(self.base.expand(batch_shape), self.temperature, self.hard, validate_args=False)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
-        sample_shape = torch.Size(sample_shape)
-        logits = self.base.log_pmf.expand(sample_shape + self.base.log_pmf.shape)
+        logits = with_samples(self.base.log_pmf, sample_shape)
         return relaxed_outcome(logits, self.base.outcomes, self.temperature, self.hard)
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from gengs_lightning.checks import check_int, check_number
-from gengs_lightning.distributions import Prior, conditional_gumbel, floor_log_pmf, sample_gumbel
+from gengs_lightning.distributions import Prior, conditional_gumbel, floor_log_pmf, sample_gumbel, with_samples
 from gengs_lightning.estimators.base import EstimatorOutput, Objective, inject_gradients
 from gengs_lightning.estimators.registry import register
 from gengs_lightning.estimators.score_function import (
@@ -167,7 +167,7 @@ class ControlVariateEstimator(WindowedEstimator):
         leaf = params.detach().requires_grad_(grad_on)
         table = prior.posterior(leaf, posterior.window)
         log_pmf = floor_log_pmf(table.log_pmf)  # (B, D, n), normalised
-        scores = log_pmf.expand((num,) + log_pmf.shape)  # (S, B, D, n)
+        scores = with_samples(log_pmf, (num,))  # (S, B, D, n)
         scores = scores + sample_gumbel(scores.shape, scores.dtype, scores.device, finite=True)
         index = scores.detach().argmax(-1)  # (S, B, D): exact draws of the table (Gumbel-max)
         outcomes = table.outcomes.to(log_pmf)

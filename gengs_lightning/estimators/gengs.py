@@ -16,6 +16,7 @@ from gengs_lightning.distributions import (
     floor_log_pmf,
     quantile_window,
     relaxed_outcome,
+    with_samples,
 )
 from gengs_lightning.estimators.rao_blackwell import RaoBlackwellEstimator, log_mass_outside, substitute
 from gengs_lightning.estimators.registry import register
@@ -200,7 +201,7 @@ class GenGSRB(RaoBlackwellEstimator):
 
         chosen = torch.zeros_like(log_pmf, dtype=torch.bool).scatter_(-1, top, True)
         rest_logits = log_pmf.masked_fill(chosen, -torch.inf) if n > 1 else log_pmf
-        relaxed = relaxed_outcome(rest_logits.expand((num,) + log_pmf.shape), outcomes, self.tau)
+        relaxed = relaxed_outcome(with_samples(rest_logits, (num,)), outcomes, self.tau)
         # Forward value unchanged; backward scaled by D: the encoder's pathwise terms are summed over
         # dimensions while the model's are averaged (each configuration moves one dimension only).
         relaxed = relaxed.detach() + dim * (relaxed - relaxed.detach())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from gengs_lightning.distributions import TruncatedDiscrete
+from gengs_lightning.distributions import TruncatedDiscrete, with_samples
 from gengs_lightning.estimators.registry import register
 from gengs_lightning.estimators.windowed import RelaxedEstimator
 
@@ -45,6 +45,6 @@ class GumbelSoftmax(RelaxedEstimator):
     def relaxed_sample(self, posterior: TruncatedDiscrete, params: Tensor) -> Tensor:
         """``torch.nn.functional.gumbel_softmax`` of the logits, mapped to values ``w @ c``."""
         outcomes = posterior.outcomes
-        weights = F.gumbel_softmax(params.expand((self.num_samples,) + params.shape), tau=self.tau, hard=False, dim=-1)
+        weights = F.gumbel_softmax(with_samples(params, (self.num_samples,)), tau=self.tau, hard=False, dim=-1)
         soft = weights @ outcomes
         return outcomes[weights.argmax(-1)] + (soft - soft.detach()) if self.hard else soft

@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 
 from gengs_lightning.checks import check_bool, check_int, check_number
-from gengs_lightning.distributions import TruncatedDiscrete, conditional_gumbel, floor_log_pmf, sample_gumbel
+from gengs_lightning.distributions import (
+    TruncatedDiscrete,
+    conditional_gumbel,
+    floor_log_pmf,
+    sample_gumbel,
+    with_samples,
+)
 from gengs_lightning.estimators.base import check_temperature
 from gengs_lightning.estimators.registry import register
 from gengs_lightning.estimators.windowed import RelaxedEstimator, WindowArg
@@ -64,7 +70,7 @@ class StraightThroughEstimator(RelaxedEstimator):
     def relaxed_sample(self, posterior: TruncatedDiscrete, params: Tensor) -> Tensor:
         """``num_samples`` exact outcomes ``(S, B, D, *event)`` carrying the estimator's gradient."""
         logits = floor_log_pmf(posterior.log_pmf)
-        logits = logits.expand((self.num_samples,) + logits.shape)
+        logits = with_samples(logits, (self.num_samples,))
         return self.straight_through(logits, posterior.outcomes.to(logits))
 
     @abstractmethod

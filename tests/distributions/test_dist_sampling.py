@@ -22,6 +22,7 @@ from gengs_lightning.distributions import (
     TruncatedNegativeBinomial,
     TruncatedPoisson,
     sample_gumbel,
+    with_samples,
 )
 
 EULER_GAMMA = 0.5772156649015329
@@ -143,3 +144,13 @@ def test_gumbel_extremes_of_uniform(monkeypatch):
         assert torch.isfinite(g[1:]).all(), g
         assert not torch.isnan(g).any()
         torch.testing.assert_close(g[2], torch.tensor(-math.log(math.log(2.0)), dtype=dtype))
+
+
+def test_with_samples_is_a_view_for_one_sample_and_an_expansion_for_more():
+    x = torch.randn(3, 4, requires_grad=True)
+    one, three = with_samples(x, (1,)), with_samples(x, (3,))
+    assert one.shape == (1, 3, 4) and three.shape == (3, 3, 4)
+    assert one.data_ptr() == three.data_ptr() == x.data_ptr() and three.stride(0) == 0
+    (grad_one,) = torch.autograd.grad(one.sum(), x)
+    (grad_three,) = torch.autograd.grad(three.sum(), x)
+    assert torch.equal(grad_one, torch.ones(3, 4)) and torch.equal(grad_three, torch.full((3, 4), 3.0))
