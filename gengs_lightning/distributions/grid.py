@@ -391,12 +391,13 @@ class _FoldedTable(torch.autograd.Function):
     """Forward: the folded table and the mass outside the window. Backward: see the module docstring.
 
     On CPU the native kernel computes both passes (:func:`_native_table`) where it could be built, the
-    PyTorch operations of :func:`_eager_table` elsewhere: the same maths, in the same order.
+    PyTorch operations of :func:`_eager_table` elsewhere and under ``torch.compile`` (which traces
+    them): the same maths, in the same order.
     """
 
     @staticmethod
     def forward(ctx, eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high: int, dtype: torch.dtype):
-        ctx.native = grid_native.usable(eta)
+        ctx.native = not torch.compiler.is_compiling() and grid_native.usable(eta)  # torch.compile traces ops
         route = _native_table if ctx.native else _eager_table
         table, outside, mean_low, mean_high = route(eta, log_norm, mean, alpha, beta, beta_c, k, h, low, high, dtype)
         ctx.save_for_backward(mean_low, mean_high)
