@@ -8,7 +8,7 @@ sequential loops. Tolerances, derived from that:
   operations per entry, no fused multiply-add);
 * an edge, the log of a sum of at most ``m = high + 1 + SERIES_TERMS`` terms: each order of summation
   is within ``m`` ulps of the exact sum, so the two logs differ by at most ``2 m`` ulps (absolute, in
-  log space), plus the rounding of adding the log to the term's magnitude (a few ulps of ``|log pi|``).
+  log space), plus the rounding of adding the log to the term's magnitude (4 ulps of ``|log pi|``).
   Where the upper edge is the complement ``1 - P(X < b)`` (a tail of at least ``SERIES_THRESHOLD``),
   the head's absolute error is divided by the tail: the bound is multiplied by
   ``1 + P(X < b) / P(X >= b)``; rows at the switch between two routes are within the same bound, as
@@ -91,8 +91,8 @@ def edge_tolerance(table: torch.Tensor, window: tuple[int, int]) -> tuple[torch.
     log_head = torch.logsumexp(table[..., :-1], -1)
     complement = log_tail >= torch.log(torch.tensor(SERIES_THRESHOLD, dtype=torch.float64))
     factor = torch.where(complement, 1 + (log_head - log_tail).exp(), torch.ones_like(log_tail))
-    lower = (2 * terms + 4) * EPS64 * (1 + table[..., 0].abs())
-    upper = (2 * terms + 4) * EPS64 * (factor + log_tail.abs())
+    lower = 2 * terms * EPS64 + 4 * EPS64 * table[..., 0].abs()
+    upper = 2 * terms * EPS64 * factor + 4 * EPS64 * log_tail.abs()
     return lower, upper
 
 
