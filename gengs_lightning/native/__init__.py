@@ -60,7 +60,8 @@ def _compile(name: str) -> Path:
         fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            subprocess.run([*compiler, *_FLAGS, str(source), "-o", partial], check=True, capture_output=True, text=True)
+            command = [*compiler, *_FLAGS, str(source), "-o", partial]
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
             os.replace(partial, target)  # atomic: another process either sees the whole library or none
         finally:
             if os.path.exists(partial):
@@ -83,7 +84,7 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
     try:
         return ctypes.CDLL(str(_compile(name)))
-    except (OSError, subprocess.CalledProcessError) as error:
+    except (OSError, subprocess.SubprocessError) as error:  # no compiler, a failed or a hung build
         detail = getattr(error, "stderr", None) or str(error)
         warnings.warn(
             f"gengs_lightning: the native CPU kernel {name!r} could not be built ({detail.strip()[:300]}); "
