@@ -1,4 +1,4 @@
-"""Shared fixtures: quiet toy runs of the CLI under a temporary directory."""
+"""Shared fixtures: quiet toy runs of the CLI under a temporary directory; global torch state restored."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from helpers import CONFIGS  # noqa: E402
+from torch.distributions import Distribution  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_distribution_validation():
+    """Keep torch.distributions' default argument validation from leaking between tests.
+
+    ``torch.compile`` turns it off for the whole process on first use (torch/_dynamo/eval_frame.py), so a
+    test that compiles would change what later tests in its worker see.
+    """
+    default = Distribution._validate_args
+    yield
+    Distribution.set_default_validate_args(default)
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ class CompileModel(pl.Callback):
     table routes) and the CPU kernel of the folded table split a graph into pieces, which costs more
     than it saves (``scripts/bench_estimators.py --compile`` measures it); ``estimator=True`` compiles
     its ``forward`` too. ``python -m gengs_lightning fit --compile true`` adds this callback with its
-    defaults; ``scripts/bench_training.py --compile`` times it against the eager model.
+    defaults; ``scripts/bench_training.py --compile`` times it against the eager model. Note that
+    ``torch.compile`` turns off ``torch.distributions``' default argument validation for the whole
+    process on first use (PyTorch's choice, in ``torch/_dynamo/eval_frame.py``).
 
     Args:
         estimator: Also compile the estimator's ``forward``.

@@ -247,3 +247,12 @@ def test_a_large_call_split_over_threads_is_bitwise_the_one_thread_call():
         torch.set_num_threads(threads)
     for one, split in zip(*results, strict=True):
         assert torch.equal(one, split)
+
+
+def test_changing_the_outside_mass_in_place_leaves_the_backward_intact():
+    """The kernel's per-row results share one buffer; the outside mass must leave it as its own tensor."""
+    rate = torch.tensor([0.5, 4.0, 30.0], dtype=torch.float64, requires_grad=True)
+    member = TruncatedPoisson(rate, window=(2, 9))
+    member.tail_mass.mul_(2.0)
+    (grad,) = torch.autograd.grad(member.log_pmf[..., -1].sum(), rate)
+    assert torch.isfinite(grad).all()
