@@ -385,7 +385,7 @@ def _native_table(eta, log_norm, mean, alpha, beta, beta_c, k, h, low: int, high
         out.table.view(-1, high - low + 1)[rows, -1] = log_high.to(dtype)
         out.flat("outside")[rows] = log_below.exp() + (log_high.exp() - at_high.exp()).clamp_min(0.0)
     # the outside mass leaves as its own tensor: an in-place change to it must not touch the saved means
-    return out.table, out.outside.clone(), out.mean_low, out.mean_high
+    return out.table, out.row("outside").clone(), out.row("mean_low"), out.row("mean_high")
 
 
 class _FoldedTable(torch.autograd.Function):

@@ -10,6 +10,7 @@ Large calls split their rows over ``torch.get_num_threads()`` threads (the kerne
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 from torch import Tensor
@@ -26,26 +27,27 @@ class NativeTable:
 
     Attributes:
         table: The table ``(*batch, n)``, its upper edge unset on the inexact rows.
-        per_row: The float64 results ``(len(ROW_OUTPUTS), *batch)``, also readable by name
-            (``mean_low``, ``outside``, ...).
+        per_row: The float64 results ``(len(ROW_OUTPUTS), *batch)``, read by name with :meth:`row`.
         inexact: Flat indices of the rows whose tail series is not exact, or ``None``.
     """
 
     def __init__(self, table: Tensor, per_row: Tensor, inexact: Tensor | None):
         self.table, self.per_row, self.inexact = table, per_row, inexact
 
+    def row(self, name: str) -> Tensor:
+        """The result ``name`` (one of :data:`ROW_OUTPUTS`), ``(*batch,)``: a view of ``per_row``."""
+        return self.per_row[ROW_OUTPUTS.index(name)]
+
     def flat(self, name: str) -> Tensor:
         """The result ``name`` as a flat view ``(rows,)``: indexing it reads and writes ``per_row``."""
-        return self.per_row[ROW_OUTPUTS.index(name)].view(-1)
+        return self.row(name).view(-1)
 
 
-for _index, _name in enumerate(ROW_OUTPUTS):  # NativeTable.mean_low is per_row[0], and so on
-    setattr(NativeTable, _name, property(lambda self, index=_index: self.per_row[index]))
-
-
+@functools.cache
 def _library() -> ctypes.CDLL | None:
+    """The kernel's library with its signatures declared, or ``None`` (see :func:`gengs_lightning.native.load`)."""
     library = native.load("folded_table")
-    if library is not None and library.gengs_folded_forward.restype is not _I64:
+    if library is not None:
         library.gengs_folded_forward.argtypes = [_I64] * 3 + [_PTR] * 6 + [_I64, _I32] + [_PTR] * 3 + [_I64]
         library.gengs_folded_forward.restype = _I64
         library.gengs_folded_backward.argtypes = [_I64] * 3 + [_I32] + [_PTR] * 5 + [_I64]

@@ -68,11 +68,17 @@ def table_inputs(family: str, window: tuple[int, int], dtype=torch.float64):
     return eta, log_norm, mean, member.recurrence(**params64), member._base_measure
 
 
+def routes(monkeypatch):
+    """Yields ``True`` with ``folded_table`` taking the kernel's route, then ``False`` with it taking PyTorch's."""
+    for native in (True, False):
+        monkeypatch.setattr(grid_native, "usable", lambda t, native=native: native)
+        yield native
+
+
 def both_routes(monkeypatch, family: str, window: tuple[int, int], grad_at: int | None = None, dtype=torch.float64):
     """The table (and with ``grad_at``, ``d table[..., grad_at] / d eta``) by the kernel, then by PyTorch."""
     results = []
-    for native in (True, False):
-        monkeypatch.setattr(grid_native, "usable", lambda t, native=native: native)
+    for _ in routes(monkeypatch):
         eta, log_norm, mean, recurrence, base_measure = table_inputs(family, window)
         eta = eta.clone().requires_grad_()
         table, outside = folded_table(eta, log_norm, mean, recurrence, base_measure, *window, dtype)
@@ -131,8 +137,7 @@ def test_the_kernels_backward_is_the_eager_one(monkeypatch, grad_dtype):
     window, n = (3, 18), 16
     g = torch.randn(81, n, generator=torch.Generator().manual_seed(0), dtype=grad_dtype)
     grads = []
-    for native in (True, False):
-        monkeypatch.setattr(grid_native, "usable", lambda t, native=native: native)
+    for native in routes(monkeypatch):
         eta, log_norm, mean, recurrence, base_measure = table_inputs("poisson", window)
         eta, log_norm = eta.clone().requires_grad_(), log_norm.clone().requires_grad_()
         table, _ = folded_table(eta, log_norm, mean, recurrence, base_measure, *window, grad_dtype)
@@ -154,8 +159,7 @@ def test_the_backward_stays_differentiable_under_create_graph(monkeypatch):
     """REBAR and RELAX differentiate a gradient: ``d/dw (d/d eta sum(w * table)) = E_j``, by both routes."""
     window = (3, 18)
     second = []
-    for native in (True, False):
-        monkeypatch.setattr(grid_native, "usable", lambda t, native=native: native)
+    for _ in routes(monkeypatch):
         eta, log_norm, mean, recurrence, base_measure = table_inputs("poisson", window)
         eta = eta.clone().requires_grad_()
         weight = torch.ones(16, dtype=torch.float64, requires_grad=True)
