@@ -12,6 +12,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from gengs_lightning.callbacks import HParamsTable, TemperatureSchedule
 from gengs_lightning.checkpoint_broadcast import rank_zero_checkpoint
+from gengs_lightning.cli_batch_counts import parse_batch_counts_as_ints
 from gengs_lightning.cli_config import SaveConfigIntoRun
 from gengs_lightning.cli_errors import PROG, CLIArgumentParser, reported_config_errors
 from gengs_lightning.cli_evaluation import prepare_evaluation
@@ -157,6 +158,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenGSCLI:
         The CLI object, holding ``model``, ``datamodule`` and ``trainer``.
     """
     silence_lightning_noise()
+    parse_batch_counts_as_ints()
     return GenGSCLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
