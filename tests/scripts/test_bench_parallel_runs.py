@@ -8,7 +8,7 @@ import sys
 from helpers import CONFIGS, REPO
 
 
-def test_times_both_modes_and_names_the_faster():
+def test_times_both_modes_and_names_the_faster(tmp_path):
     args = [
         "--config",
         str(CONFIGS / "toy" / "poisson.yaml"),
@@ -20,7 +20,7 @@ def test_times_both_modes_and_names_the_faster():
         capture_output=True,
         text=True,
         check=True,
-        cwd=REPO,
+        cwd=tmp_path,  # the runs' logs/ go there, not into the checkout
     ).stdout
     lines = out.splitlines()
     assert lines[0].startswith("two runs one after the other, 2 threads each:") and lines[0].endswith(" s")
@@ -29,11 +29,11 @@ def test_times_both_modes_and_names_the_faster():
     assert ratio > 0 and ("at once is faster" in lines[2]) == (ratio > 1)
 
 
-def test_a_failing_run_is_reported():
+def test_a_failing_run_is_reported(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_parallel_runs.py"), "--", "--config", "no/such.yaml"],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=tmp_path,
     )
     assert result.returncode != 0 and "a run failed" in result.stderr
