@@ -5,6 +5,7 @@ Examples::
     python -m gengs_lightning.study run studies/toy.yaml --jobs 2              # the missing runs, two at a time
     python -m gengs_lightning.study run studies/toy.yaml --dry-run             # one command per missing run
     python -m gengs_lightning.study run studies/table1_mnist.yaml --budget paper --set data.data_dir=/data/mnist
+    python -m gengs_lightning.study run studies/table1_mnist.yaml --only 'Geom.25/*/seed0' '*/seed1' --until 2h30m
     python -m gengs_lightning.study status studies/toy.yaml
     python -m gengs_lightning.study merge studies/toy.yaml /other/machine/results
     python -m gengs_lightning.study report studies/toy.yaml                    # docs/results/toy.md + PNGs
@@ -13,9 +14,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
+import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gengs_lightning.study.report import write_report
@@ -34,6 +38,24 @@ def _overrides(values: list[str]) -> dict[str, str]:
             )
         overrides[f"--{flag}"] = setting
     return overrides
+
+
+def _until(value: str) -> float:
+    """The ``--until`` deadline as seconds since the epoch.
+
+    Args:
+        value: A clock time ``HH:MM`` (its next occurrence, local time) or a duration from now: ``90m``,
+            ``2h``, ``1h30m``.
+    """
+    now = datetime.now()
+    clock = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value)
+    if clock:
+        at = now.replace(hour=int(clock[1]), minute=int(clock[2]), second=0, microsecond=0)
+        return (at if at > now else at + timedelta(days=1)).timestamp()
+    duration = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?", value)
+    if value and duration:
+        return time.time() + 3600 * int(duration[1] or 0) + 60 * int(duration[2] or 0)
+    raise argparse.ArgumentTypeError(f"takes a clock time HH:MM or a duration like 90m, 2h or 1h30m; got {value!r}")
 
 
 def _dry_run(study: Study, args: argparse.Namespace, layout: Layout) -> None:
@@ -66,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="FLAG=VALUE", help="override a study flag (data.data_dir=/data)"
     )
     parser.add_argument("--rerun-stale", action="store_true", help="rerun runs whose study arguments changed")
+    parser.add_argument(
+        "--until",
+        type=_until,
+        default=None,
+        metavar="HH:MM|DURATION",
+        help="start no run after this clock time or duration (05:50, 2h30m); started runs finish",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print one command per pending run instead")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="log folders root (default: runs)")
@@ -80,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             _dry_run(study, args, layout)
         elif args.action == "run":
             results = run_study(
-                study, args.budget, layout, args.jobs, args.threads, args.only, _overrides(args.set), args.rerun_stale
+                study,
+                args.budget,
+                layout,
+                args.jobs,
+                args.threads,
+                args.only,
+                _overrides(args.set),
+                args.rerun_stale,
+                args.until,
             )
             failed = [r["run"] for r in results if r["status"] == "failed"]
             if failed:

@@ -279,9 +279,10 @@ def run_study(
     only: Sequence[str] = (),
     overrides: dict[str, str] | None = None,
     rerun_stale: bool = False,
+    until: float | None = None,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Run every pending run of a study, ``jobs`` at a time.
+    """Run every pending run of a study, ``jobs`` at a time, in the order of :func:`select`.
 
     Args:
         study: The study.
@@ -293,6 +294,8 @@ def run_study(
         overrides: Flags replacing the study's own for every run (``--data.data_dir``); they enter the
             argument hash, except ``--data.data_dir`` (machine-specific).
         rerun_stale: Also rerun runs whose result file has another argument hash.
+        until: No run starts after this time (seconds since the epoch, as ``time.time()``); runs already
+            started finish. For a machine that is taken away at a known hour: every result written is whole.
         log: Where progress lines go.
 
     Returns:
@@ -305,6 +308,9 @@ def run_study(
     log(f"study {study.name} ({budget}): {len(runs)} runs, {len(runs) - len(todo)} done or running, {len(todo)} to run")
 
     def one(run: Run) -> dict[str, Any] | None:
+        if until is not None and time.time() >= until:
+            log(f"not started {run.id}: past --until")
+            return None
         if not claim(run, budget, layout):
             log(f"skip {run.id}: another runner is running it")
             return None
@@ -324,10 +330,19 @@ def run_study(
 
 
 def select(runs: Sequence[Run], only: Sequence[str]) -> list[Run]:
-    """The runs whose id matches one of the glob patterns (all of them without patterns)."""
+    """The runs whose id matches one of the glob patterns, in the order of the patterns.
+
+    Within a pattern, and for every run without patterns, the study's order holds: ``--only
+    'Geom.25/*/seed0' '*/seed1'`` takes every seed 0 of Geom.25 before any seed 1.
+    """
     from fnmatch import fnmatchcase
 
-    return [run for run in runs if not only or any(fnmatchcase(run.id, pattern) for pattern in only)]
+    if not only:
+        return list(runs)
+    chosen = {}
+    for pattern in only:
+        chosen.update({run.id: run for run in runs if run.id not in chosen and fnmatchcase(run.id, pattern)})
+    return list(chosen.values())
 
 
 def _headline(result: dict[str, Any]) -> str:

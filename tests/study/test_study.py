@@ -7,6 +7,8 @@ import math
 import re
 import shlex
 import subprocess
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,9 @@ from helpers import CONFIGS, REPO
 
 from gengs_lightning.estimators.registry import class_path, registered
 from gengs_lightning.study import Layout, Study, StudyError, merge, run_study, write_report
+from gengs_lightning.study.__main__ import _until
 from gengs_lightning.study.__main__ import main as study_main
-from gengs_lightning.study.runner import _status, pending, run_state, thin
+from gengs_lightning.study.runner import _status, pending, run_state, select, thin
 
 
 def write_study(path: Path, **changes) -> Path:
@@ -464,3 +467,40 @@ def test_the_cost_section_names_the_best_row_at_each_cost_and_the_frontier(tmp_p
         in text
     )
     assert "  Frontier (cost, train/loss): GenGSExplicit (1, 10.50), ReinforceLOO (2, 9.30)." in text
+
+
+def test_only_takes_the_runs_in_the_order_of_its_patterns(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    chosen = select(study.runs("smoke"), ["*/seed1", "*/Reinforce/*"])
+    assert [run.id for run in chosen] == [
+        "poisson/GenGSExplicit/seed1",
+        "poisson/Reinforce/seed1",
+        "poisson/Reinforce/seed0",  # once only, although both patterns match seed 1 of Reinforce
+    ]
+
+
+def test_until_in_the_past_starts_no_run(tmp_path):
+    study = Study.load(write_study(tmp_path / "tiny.yaml"))
+    layout, lines = Layout(tmp_path / "results", tmp_path / "runs"), []
+    assert run_study(study, "smoke", layout, until=time.time() - 1, log=lines.append) == []
+    assert sum(line.startswith("not started ") for line in lines) == 4
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("0m", 0)])
+def test_until_takes_a_duration_from_now(value, seconds):
+    assert _until(value) == pytest.approx(time.time() + seconds, abs=5)
+
+
+def test_until_takes_the_next_occurrence_of_a_clock_time():
+    deadline = datetime.fromtimestamp(_until("05:50"))
+    assert (deadline.hour, deadline.minute) == (5, 50)
+    assert 0 < deadline.timestamp() - time.time() <= 24 * 3600
+
+
+@pytest.mark.parametrize("value", ["", "25:00", "5pm", "2d", "h"])
+def test_until_rejects_anything_else_naming_the_flag_and_the_forms(value, capsys):
+    with pytest.raises(SystemExit):
+        study_main(["run", "studies/toy.yaml", "--until", value])
+    error = capsys.readouterr().err
+    assert "--until" in error and "HH:MM" in error and "1h30m" in error
