@@ -2,11 +2,14 @@
 
 Covers: ``kl_divergence`` equals the brute-force sum for every family; equals a Monte Carlo
 estimate ``mean(log p(x) - log q(x))`` over draws of ``p`` within 4 standard errors; ``KL(p, p) = 0``;
-``KL >= 0``; ``ValueError`` for different windows / outcome tables; zero-probability entries; float64
+``KL >= 0``; ``ValueError`` for different windows / outcome tables; zero-probability entries;
+float32 tables whose far tail underflows against float64; float64
 ``gradcheck`` with respect to both tables (through the family parameters and through raw log-PMFs).
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -129,6 +132,45 @@ def test_kl_with_zero_probability_entries():
     assert grad_p[0] == 0 and grad_p[3] == 0 and grad_q[0] == 0 and grad_q[3] == 0
     # q = 0 where p > 0: infinite KL
     assert kl_divergence(q, p) == float("inf")
+
+
+def test_float32_kl_of_a_wide_table_matches_float64():
+    """A float32 table whose far tail underflows (log-PMF down to -815) gives the float64 KL and gradients.
+
+    The terms below ``e`` times float32's smallest normal number are dropped (journal Proposition 6 sums
+    them, but each is under 1e-35): the value must still agree with the float64 sum to float32 precision,
+    and the dropped entries get an exact zero gradient.
+    """
+    outcomes = torch.arange(100, dtype=torch.float64)
+    rates = _f64(0.01, 3.0, 25.0, 60.0)
+    p64 = TruncatedPoisson(rates, (0, 99))
+    q64 = TruncatedPoisson(_f64(25.0), (0, 99))
+    lp32 = p64.log_pmf.float().requires_grad_()
+    lq32 = q64.log_pmf.float().requires_grad_()
+    lp64 = lp32.detach().double().requires_grad_()
+    lq64 = lq32.detach().double().requires_grad_()
+    assert (lp32 < -87.3).any() and (lp32 < -700).any()  # the case: subnormal and zero exp in float32
+
+    def kl(lp, lq):
+        window, values = Window(0, 99), outcomes.to(lp)
+        p, q = (TruncatedDiscrete(table, values, window, normalized=True) for table in (lp, lq))
+        return kl_divergence(p, q)
+
+    kl32, kl64 = kl(lp32, lq32), kl(lp64, lq64)
+    eps32 = torch.finfo(torch.float32).eps
+    # float32 rounding of ~100 terms of size <= max|p log(p/q)|, far above the dropped terms' 1e-35
+    tolerance = 100 * eps32 * (lp64.exp() * (lp64 - lq64).abs()).sum(-1).detach()
+    torch.testing.assert_close(kl32.double(), kl64.detach(), rtol=0, atol=tolerance.max().item())
+    grad32 = torch.autograd.grad(kl32.sum(), (lp32, lq32))
+    grad64 = torch.autograd.grad(kl64.sum(), (lp64, lq64))
+    # float32 rounding relative to the terms a gradient row sums: p_k (|log p_k - log q_k| + 1) for log p,
+    # p_k summed over the batch for the broadcast log q
+    terms = (lp64.exp() * ((lp64 - lq64).abs() + 1)).detach()
+    scales = terms.amax(-1, keepdim=True), terms.sum(0, keepdim=True).amax(-1, keepdim=True)
+    for g32, g64, scale in zip(grad32, grad64, scales):
+        assert ((g32.double() - g64).abs() <= 100 * eps32 * scale).all()
+    dropped = lp32.detach() < math.log(torch.finfo(torch.float32).tiny) + 1.0
+    assert dropped.any() and (grad32[0][dropped] == 0).all()
 
 
 def test_kl_gradcheck_through_family_parameters():
