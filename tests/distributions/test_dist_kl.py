@@ -167,7 +167,7 @@ def test_float32_kl_of_a_wide_table_matches_float64():
     # p_k summed over the batch for the broadcast log q
     terms = (lp64.exp() * ((lp64 - lq64).abs() + 1)).detach()
     scales = terms.amax(-1, keepdim=True), terms.sum(0, keepdim=True).amax(-1, keepdim=True)
-    for g32, g64, scale in zip(grad32, grad64, scales):
+    for g32, g64, scale in zip(grad32, grad64, scales, strict=True):
         assert ((g32.double() - g64).abs() <= 100 * eps32 * scale).all()
     dropped = lp32.detach() < math.log(torch.finfo(torch.float32).tiny) + 1.0
     assert dropped.any() and (grad32[0][dropped] == 0).all()
